@@ -116,22 +116,23 @@ fn serving_terminating(ep: &EndpointInfo) -> bool {
 
 /// Chooses the topology mode from the ready endpoints' hints (step 1 above).
 fn topology_mode(endpoints: &[EndpointInfo], input: &SelectionInput<'_>) -> TopologyMode {
-    let mut ready = endpoints.iter().filter(|e| e.conditions.ready).peekable();
-    if ready.peek().is_none() {
+    let ready = || endpoints.iter().filter(|e| e.conditions.ready);
+    // Most services carry no hints at all: the first ready endpoint settles that cheaply.
+    let Some(first) = ready().next() else {
+        return TopologyMode::None;
+    };
+    if first.node_hints.is_empty() && first.zone_hints.is_empty() {
         return TopologyMode::None;
     }
-    let ready: Vec<&EndpointInfo> = ready.collect();
     if input.prefer_same_node
-        && ready.iter().all(|e| !e.node_hints.is_empty())
-        && ready
-            .iter()
-            .any(|e| e.node_hints.iter().any(|h| h == input.node_name))
+        && ready().all(|e| !e.node_hints.is_empty())
+        && ready().any(|e| e.node_hints.iter().any(|h| h == input.node_name))
     {
         return TopologyMode::PreferSameNode;
     }
     if let Some(zone) = input.node_zone
-        && ready.iter().all(|e| !e.zone_hints.is_empty())
-        && ready.iter().any(|e| e.zone_hints.iter().any(|h| h == zone))
+        && ready().all(|e| !e.zone_hints.is_empty())
+        && ready().any(|e| e.zone_hints.iter().any(|h| h == zone))
     {
         return TopologyMode::PreferSameZone;
     }

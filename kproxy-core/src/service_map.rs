@@ -541,6 +541,7 @@ fn collect_endpoints<'a>(
 ) -> Vec<EndpointInfo> {
     let mut out: Vec<EndpointInfo> = Vec::new();
     for slice in slices.filter(|s| s.family == family) {
+        out.reserve(slice.endpoints.len());
         let Some(sp) = slice
             .ports
             .iter()

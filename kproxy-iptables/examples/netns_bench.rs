@@ -1,0 +1,172 @@
+//! Sync timing in a throw-away network namespace (run as root, release build):
+//!
+//! ```text
+//! cargo run --release -p kproxy-iptables --example netns_bench -- [SERVICES] [ENDPOINTS]
+//! ```
+//!
+//! Times a full sync of SERVICES (default 10 000) × ENDPOINTS (default 10) through
+//! [`IptablesProxier`] (plan + jump rules + iptables-save + iptables-restore), the bare
+//! `iptables-restore` of the same text into a second fresh namespace, and a partial sync
+//! after one endpoint change; prints ratios and the process's peak RSS. The namespaces
+//! are deleted on exit, also on error. `KPROXY_BENCH_BACKEND=legacy|nft` picks the
+//! iptables flavour (default: plain `iptables-restore`).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kproxy_core::model::IpFamily;
+use kproxy_core::{ChangeSet, KubeProxyConfiguration, Object, Proxier};
+use kproxy_iptables::exec::{Backend, RealExecutor};
+use kproxy_iptables::plan::{PlanConfig, plan};
+use kproxy_iptables::proxier::IptablesProxier;
+use kproxy_iptables::synth;
+
+struct Ns(String);
+
+impl Ns {
+    fn new(name: String) -> Result<Ns, String> {
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !ok.success() {
+            return Err(format!("ip netns add {name} failed (not root?)"));
+        }
+        Ok(Ns(name))
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn backend() -> (Backend, &'static str) {
+    match std::env::var("KPROXY_BENCH_BACKEND").as_deref() {
+        Ok("legacy") => (Backend::Legacy, "iptables-legacy-restore"),
+        Ok("nft") => (Backend::Nft, "iptables-nft-restore"),
+        _ => (Backend::Default, "iptables-restore"),
+    }
+}
+
+fn raw_restore(ns: &str, text: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            backend().1,
+            "--noflush",
+            "--counters",
+            "-w",
+            "5",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("iptables-restore failed".into());
+    }
+    Ok(start.elapsed())
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (n, k) = (
+        args.first().copied().unwrap_or(10_000),
+        args.get(1).copied().unwrap_or(10),
+    );
+    let id = std::process::id();
+    let a = Ns::new(format!("kp-bench-{id}-a"))?;
+    let b = Ns::new(format!("kp-bench-{id}-b"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let snap = synth::snapshot(n, k);
+    let map = synth::map(&snap);
+    let node = synth::node();
+    let cfg = PlanConfig::defaults(IpFamily::V4);
+
+    let start = Instant::now();
+    let text = plan(&map, &ChangeSet::full(), &node, &cfg, IpFamily::V4, None).text;
+    let plan_time = start.elapsed();
+    let lines = text.lines().count();
+
+    let exec = RealExecutor::new(backend().0)
+        .with_prefix(vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            a.0.clone(),
+        ])
+        .with_timeout(Duration::from_secs(600));
+    let mut proxier =
+        IptablesProxier::new(exec, &KubeProxyConfiguration::default(), &[IpFamily::V4])
+            .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    rt.block_on(proxier.sync(&map, &ChangeSet::full(), &node))
+        .map_err(|e| format!("{e:?}"))?;
+    let full_time = start.elapsed();
+
+    let raw_time = raw_restore(&b.0, &text)?;
+
+    let mut after = snap.clone();
+    after.apply(Object::EndpointSlice(synth::slice(n / 2, k, 1)));
+    let after_map = synth::map(&after);
+    let changes = ChangeSet::between(&map, &after_map);
+    let start = Instant::now();
+    let stats = rt
+        .block_on(proxier.sync(&after_map, &changes, &node))
+        .map_err(|e| format!("{e:?}"))?;
+    let partial_time = start.elapsed();
+
+    println!("backend: {}", backend().1);
+    println!(
+        "services: {n} x {k} endpoints, restore input {lines} lines, {} KiB",
+        text.len() / 1024
+    );
+    println!("plan only (full):               {plan_time:>10.3?}");
+    println!("kproxy full sync (all steps):   {full_time:>10.3?}");
+    println!("iptables-restore alone:         {raw_time:>10.3?}");
+    println!(
+        "  full sync / restore alone:    {:>10.2}x",
+        full_time.as_secs_f64() / raw_time.as_secs_f64()
+    );
+    println!(
+        "kproxy partial sync (1 ep):     {partial_time:>10.3?}  ({} rules written, full={})",
+        stats.objects_written, stats.full
+    );
+    println!(
+        "  full sync / partial sync:     {:>10.1}x",
+        full_time.as_secs_f64() / partial_time.as_secs_f64()
+    );
+    println!("peak RSS:                       {:>10} KiB", peak_rss_kib());
+    Ok(())
+}

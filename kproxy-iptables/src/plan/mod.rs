@@ -1,0 +1,554 @@
+//! The planner: pure functions from a [`ServiceMap`] and a [`ChangeSet`] to the exact
+//! `iptables-restore` input of one IP family.
+//!
+//! # Full syncs
+//! A full sync is upstream's `syncProxyRules` output, rule for rule: every fixed chain
+//! and every per-service chain is declared (`:NAME - [0:0]`, which flushes it under
+//! `--noflush`) and rewritten, then per-service chains that no port owns any more (known
+//! from the previous [`PlanState`], or from `iptables-save` at start-up) are flushed and
+//! deleted (`-X`) in the same restore. Services are written in map order (upstream uses Go
+//! map order, which is random), so the output is deterministic.
+//!
+//! # Partial syncs (better than upstream)
+//! Upstream's partial sync still rewrites KUBE-SERVICES, KUBE-NODEPORTS,
+//! KUBE-EXTERNAL-SERVICES and the other shared chains in full on every sync: with 10 000
+//! services that is tens of thousands of rules for a one-endpoint change. kproxy keeps,
+//! per service port, the exact rules it put into the shared chains (in [`PlanState`]) and
+//! edits those chains in place:
+//!
+//! - a changed port's own chains (SVC/SVL/EXT/FW/SEP) are declared and rewritten; its
+//!   chains that are no longer needed are flushed and deleted with `-X` at the end;
+//! - in the shared chains, rules the port no longer needs are removed with `-D <exact
+//!   spec>` and new ones added with `-A` (or `-I KUBE-SERVICES 1` in nat, which must keep
+//!   its jump to KUBE-NODEPORTS last); shared chains are never declared, so never flushed.
+//!
+//! Chain names are hashes of the port name (and endpoint), so an endpoint-only change
+//! that does not flip "has endpoints" / "has local endpoints" leaves every shared rule
+//! as it was, and the restore touches only that port's chains. The traced behaviour is
+//! upstream's: the same chains and rules are present, only the order of independent
+//! per-service rules in a shared chain can differ from a full rebuild (each matches a
+//! distinct destination). A partial plan falls back to full when there is no previous
+//! state, the previous state came from `iptables-save` (no rule detail), the fixed rules
+//! changed (config or node addresses) or large-cluster mode flipped (comments change).
+//!
+//! The runner asks for a full sync periodically and after any failure (a failed restore
+//! leaves the old rules in place: iptables-restore commits each table atomically).
+
+mod config;
+mod jumps;
+mod port;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use kproxy_core::change::ChangeSet;
+use kproxy_core::model::{IpFamily, ServicePortName};
+use kproxy_core::service_map::{NodeFacts, ServiceMap};
+use serde::{Deserialize, Serialize};
+
+pub use config::{LocalDetector, NodePortAddresses, PlanConfig};
+pub use jumps::{GlobalRules, JUMP_RULES, JumpRule, KUBELET_JUMP_RULES, global_rules};
+pub use port::{ChainRules, PortRules, TopRule};
+
+use crate::chains::{
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
+    KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
+};
+use port::Ctx;
+
+/// Above this many endpoints (all ports of the family) upstream drops the comments of
+/// the SVC/SVL→SEP and SEP rules (`largeClusterEndpointsThreshold`).
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
+/// An iptables table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Table {
+    /// `filter`.
+    Filter,
+    /// `nat`.
+    Nat,
+    /// `mangle` (only the canary lives there).
+    Mangle,
+}
+
+impl Table {
+    /// The table's name as iptables spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Filter => "filter",
+            Table::Nat => "nat",
+            Table::Mangle => "mangle",
+        }
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rule counts per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCounts {
+    /// Rules in the filter table.
+    pub filter: usize,
+    /// Rules in the nat table.
+    pub nat: usize,
+}
+
+/// What one port has installed: its rules in shared chains and its own chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortState {
+    top: Vec<TopRule>,
+    chains: Vec<String>,
+    nat_chain_rules: usize,
+    no_local_internal: bool,
+    no_local_external: bool,
+}
+
+impl PortState {
+    fn from_rules(r: &PortRules) -> Self {
+        PortState {
+            top: r.top.clone(),
+            chains: r.chains.iter().map(|c| c.name.clone()).collect(),
+            nat_chain_rules: r.chains.iter().map(|c| c.rules.len()).sum(),
+            no_local_internal: r.no_local_internal,
+            no_local_external: r.no_local_external,
+        }
+    }
+
+    fn counts(&self) -> RuleCounts {
+        let nat_top = self.top.iter().filter(|t| t.table == Table::Nat).count();
+        RuleCounts {
+            filter: self.top.len() - nat_top,
+            nat: nat_top + self.nat_chain_rules,
+        }
+    }
+}
+
+/// What the kernel holds after a successful restore of a [`Plan`]: the input of the
+/// next partial plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanState {
+    family: IpFamily,
+    large_cluster: bool,
+    globals: GlobalRules,
+    ports: BTreeMap<ServicePortName, PortState>,
+    /// Service chains that exist but that no port owns (seen in `iptables-save`).
+    leftovers: BTreeSet<String>,
+    /// False when seeded from `iptables-save`: no rule detail, so the next sync is full.
+    complete: bool,
+}
+
+impl PlanState {
+    /// A state that knows only the chain names found in `iptables-save -t nat` output:
+    /// the next plan is full and deletes every per-service chain it does not need.
+    pub fn from_saved_chains(family: IpFamily, chains: impl IntoIterator<Item = String>) -> Self {
+        PlanState {
+            family,
+            large_cluster: false,
+            globals: GlobalRules::default(),
+            ports: BTreeMap::new(),
+            leftovers: chains.into_iter().filter(|c| is_service_chain(c)).collect(),
+            complete: false,
+        }
+    }
+
+    /// Adds service chains found on the host (`iptables-save -t nat`) that no port owns,
+    /// so the next full plan deletes them.
+    pub fn add_leftovers(&mut self, chains: impl IntoIterator<Item = String>) {
+        let owned = self
+            .service_chains()
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>();
+        self.leftovers.extend(
+            chains
+                .into_iter()
+                .filter(|c| is_service_chain(c) && !owned.contains(c)),
+        );
+    }
+
+    /// The family.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// Every per-service chain the state knows of.
+    pub fn service_chains(&self) -> BTreeSet<&str> {
+        self.ports
+            .values()
+            .flat_map(|p| p.chains.iter().map(String::as_str))
+            .chain(self.leftovers.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Rules owned per table (upstream `sync_proxy_rules_iptables_total`).
+    pub fn rule_counts(&self) -> RuleCounts {
+        let (filter, nat) = self.globals.counts();
+        let mut c = RuleCounts { filter, nat };
+        for p in self.ports.values() {
+            let pc = p.counts();
+            c.filter += pc.filter;
+            c.nat += pc.nat;
+        }
+        c
+    }
+
+    /// Ports whose traffic policy is Local on the internal / external side with no
+    /// local endpoint (upstream `sync_proxy_rules_no_local_endpoints_total`).
+    pub fn no_local_endpoints(&self) -> (usize, usize) {
+        let internal = self.ports.values().filter(|p| p.no_local_internal).count();
+        let external = self.ports.values().filter(|p| p.no_local_external).count();
+        (internal, external)
+    }
+}
+
+/// What a plan changes in the state once it has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StateUpdate {
+    Replace(PlanState),
+    Patch(Vec<(ServicePortName, Option<PortState>)>),
+}
+
+/// Numbers about one plan, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Rules written by this restore (upstream `sync_proxy_rules_iptables_last`).
+    pub written: RuleCounts,
+    /// Service ports whose rules were (re)written.
+    pub ports_programmed: usize,
+    /// Per-service chains deleted.
+    pub chains_deleted: usize,
+    /// Whether large-cluster mode is on.
+    pub large_cluster: bool,
+}
+
+/// The restore input for one family, and what the kernel will hold once it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The family.
+    pub family: IpFamily,
+    /// Whether this is a full sync (then the jump rules are ensured too).
+    pub full: bool,
+    /// `*filter … COMMIT\n*nat … COMMIT\n`, for `iptables-restore --noflush`.
+    pub text: String,
+    /// Numbers for logs and metrics.
+    pub stats: PlanStats,
+    update: StateUpdate,
+}
+
+impl Plan {
+    /// Whether the restore would change nothing (a partial plan with no changes).
+    pub fn is_noop(&self) -> bool {
+        !self.full && self.text == "*filter\nCOMMIT\n*nat\nCOMMIT\n"
+    }
+
+    /// The state after this plan was applied on top of `prev`.
+    pub fn into_state(self, prev: Option<PlanState>) -> PlanState {
+        match (self.update, prev) {
+            (StateUpdate::Replace(s), _) => s,
+            (StateUpdate::Patch(patch), Some(mut s)) => {
+                for (name, port) in patch {
+                    match port {
+                        Some(p) => {
+                            s.ports.insert(name, p);
+                        }
+                        None => {
+                            s.ports.remove(&name);
+                        }
+                    }
+                }
+                s
+            }
+            // A patch always comes from a previous state; without one nothing is known.
+            (StateUpdate::Patch(_), None) => PlanState::from_saved_chains(self.family, []),
+        }
+    }
+}
+
+/// Plans the restore for `family`: full when `changes.full`, when `prev` is missing or
+/// incomplete, or when fixed rules or large-cluster mode changed; partial otherwise.
+pub fn plan(
+    map: &ServiceMap,
+    changes: &ChangeSet,
+    node: &NodeFacts,
+    cfg: &PlanConfig,
+    family: IpFamily,
+    prev: Option<&PlanState>,
+) -> Plan {
+    let large_cluster = map.endpoint_count(family) > LARGE_CLUSTER_ENDPOINTS;
+    let globals = global_rules(cfg, node, family);
+    let cx = Ctx {
+        cfg,
+        detector: cfg.local_detector.resolve(node, family),
+        node_ip: node.node_ip(family),
+        large_cluster,
+    };
+    match prev {
+        Some(p)
+            if !changes.full
+                && p.complete
+                && p.family == family
+                && p.large_cluster == large_cluster
+                && p.globals == globals =>
+        {
+            plan_partial(map, changes, &cx, family, p)
+        }
+        _ => plan_full(map, &cx, family, globals, prev),
+    }
+}
+
+fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
+    // Writing to a String cannot fail.
+    let _ = out.write_fmt(args);
+    out.push('\n');
+}
+
+fn plan_full(
+    map: &ServiceMap,
+    cx: &Ctx<'_>,
+    family: IpFamily,
+    globals: GlobalRules,
+    prev: Option<&PlanState>,
+) -> Plan {
+    let ports: Vec<(&ServicePortName, PortRules)> = map
+        .family(family)
+        .iter()
+        .map(|(name, p)| (name, port::port_rules(p, cx)))
+        .collect();
+    // Per-service chains the previous state knows of that no port needs now.
+    let stale: Vec<String> = match prev {
+        Some(p) => {
+            let active: std::collections::HashSet<&str> = ports
+                .iter()
+                .flat_map(|(_, r)| r.chains.iter().map(|c| c.name.as_str()))
+                .collect();
+            p.service_chains()
+                .into_iter()
+                .filter(|c| !active.contains(c))
+                .map(str::to_owned)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+
+    let mut written = RuleCounts::default();
+    let mut out = String::with_capacity(256 + ports.len() * 1024);
+    out.push_str("*filter\n");
+    for c in [
+        KUBE_SERVICES,
+        KUBE_EXTERNAL_SERVICES,
+        KUBE_FORWARD,
+        KUBE_NODEPORTS,
+        KUBE_PROXY_FIREWALL,
+    ] {
+        line(&mut out, format_args!(":{c} - [0:0]"));
+    }
+    if globals.kube_firewall {
+        line(&mut out, format_args!(":{KUBE_FIREWALL} - [0:0]"));
+    }
+    for (chain, spec) in &globals.filter_head {
+        line(&mut out, format_args!("-A {chain} {spec}"));
+        written.filter += 1;
+    }
+    for (_, r) in &ports {
+        for t in r.top.iter().filter(|t| t.table == Table::Filter) {
+            line(&mut out, format_args!("-A {} {}", t.chain, t.spec));
+            written.filter += 1;
+        }
+    }
+    for (chain, spec) in &globals.filter_tail {
+        line(&mut out, format_args!("-A {chain} {spec}"));
+        written.filter += 1;
+    }
+    out.push_str("COMMIT\n*nat\n");
+    for c in [
+        KUBE_SERVICES,
+        KUBE_NODEPORTS,
+        KUBE_POSTROUTING,
+        KUBE_MARK_MASQ,
+    ] {
+        line(&mut out, format_args!(":{c} - [0:0]"));
+    }
+    for (_, r) in &ports {
+        for c in &r.chains {
+            line(&mut out, format_args!(":{} - [0:0]", c.name));
+        }
+    }
+    for c in &stale {
+        line(&mut out, format_args!(":{c} - [0:0]"));
+    }
+    for (chain, spec) in &globals.nat_head {
+        line(&mut out, format_args!("-A {chain} {spec}"));
+        written.nat += 1;
+    }
+    for (_, r) in &ports {
+        for t in r.top.iter().filter(|t| t.table == Table::Nat) {
+            line(&mut out, format_args!("-A {} {}", t.chain, t.spec));
+            written.nat += 1;
+        }
+        for c in &r.chains {
+            for spec in &c.rules {
+                line(&mut out, format_args!("-A {} {spec}", c.name));
+                written.nat += 1;
+            }
+        }
+    }
+    for c in &stale {
+        line(&mut out, format_args!("-X {c}"));
+    }
+    for (chain, spec) in &globals.nat_tail {
+        line(&mut out, format_args!("-A {chain} {spec}"));
+        written.nat += 1;
+    }
+    out.push_str("COMMIT\n");
+
+    let state = PlanState {
+        family,
+        large_cluster: cx.large_cluster,
+        globals,
+        ports: ports
+            .iter()
+            .map(|(n, r)| ((*n).clone(), PortState::from_rules(r)))
+            .collect(),
+        leftovers: BTreeSet::new(),
+        complete: true,
+    };
+    Plan {
+        family,
+        full: true,
+        text: out,
+        stats: PlanStats {
+            written,
+            ports_programmed: ports.len(),
+            chains_deleted: stale.len(),
+            large_cluster: cx.large_cluster,
+        },
+        update: StateUpdate::Replace(state),
+    }
+}
+
+fn plan_partial(
+    map: &ServiceMap,
+    changes: &ChangeSet,
+    cx: &Ctx<'_>,
+    family: IpFamily,
+    prev: &PlanState,
+) -> Plan {
+    let keys: BTreeSet<&ServicePortName> = changes
+        .added
+        .iter()
+        .chain(&changes.updated)
+        .chain(&changes.removed)
+        .filter(|(f, _)| *f == family)
+        .map(|(_, n)| n)
+        .collect();
+
+    let mut declare: Vec<String> = Vec::new();
+    let mut deletes: Vec<String> = Vec::new();
+    let mut filter_del: Vec<String> = Vec::new();
+    let mut filter_add: Vec<String> = Vec::new();
+    let mut nat_del: Vec<String> = Vec::new();
+    let mut nat_add: Vec<String> = Vec::new();
+    let mut chain_rules: Vec<String> = Vec::new();
+    let mut patch = Vec::new();
+    let mut written = RuleCounts::default();
+    let mut programmed = 0;
+
+    for name in keys {
+        let new = map.get(family, name).map(|p| port::port_rules(p, cx));
+        let old = prev.ports.get(name);
+        let old_top: BTreeSet<&TopRule> = old.map(|o| o.top.iter().collect()).unwrap_or_default();
+        let new_top: BTreeSet<&TopRule> = new
+            .as_ref()
+            .map(|n| n.top.iter().collect())
+            .unwrap_or_default();
+        for t in old
+            .iter()
+            .flat_map(|o| &o.top)
+            .filter(|t| !new_top.contains(t))
+        {
+            let del = format!("-D {} {}", t.chain, t.spec);
+            match t.table {
+                Table::Filter => filter_del.push(del),
+                _ => nat_del.push(del),
+            }
+        }
+        for t in new
+            .iter()
+            .flat_map(|n| &n.top)
+            .filter(|t| !old_top.contains(t))
+        {
+            match t.table {
+                Table::Filter => {
+                    filter_add.push(format!("-A {} {}", t.chain, t.spec));
+                    written.filter += 1;
+                }
+                _ if t.chain == KUBE_SERVICES => {
+                    nat_add.push(format!("-I {} 1 {}", t.chain, t.spec));
+                    written.nat += 1;
+                }
+                _ => {
+                    nat_add.push(format!("-A {} {}", t.chain, t.spec));
+                    written.nat += 1;
+                }
+            }
+        }
+        let new_chains: BTreeSet<&str> = new
+            .iter()
+            .flat_map(|n| n.chains.iter().map(|c| c.name.as_str()))
+            .collect();
+        if let Some(n) = &new {
+            programmed += 1;
+            for c in &n.chains {
+                declare.push(format!(":{} - [0:0]", c.name));
+                for spec in &c.rules {
+                    chain_rules.push(format!("-A {} {spec}", c.name));
+                    written.nat += 1;
+                }
+            }
+        }
+        for c in old
+            .iter()
+            .flat_map(|o| &o.chains)
+            .filter(|c| !new_chains.contains(c.as_str()))
+        {
+            declare.push(format!(":{c} - [0:0]"));
+            deletes.push(format!("-X {c}"));
+        }
+        patch.push((name.clone(), new.as_ref().map(PortState::from_rules)));
+    }
+
+    let mut out = String::from("*filter\n");
+    for l in filter_del.iter().chain(&filter_add) {
+        line(&mut out, format_args!("{l}"));
+    }
+    out.push_str("COMMIT\n*nat\n");
+    for l in declare
+        .iter()
+        .chain(&nat_del)
+        .chain(&nat_add)
+        .chain(&chain_rules)
+        .chain(&deletes)
+    {
+        line(&mut out, format_args!("{l}"));
+    }
+    out.push_str("COMMIT\n");
+    Plan {
+        family,
+        full: false,
+        text: out,
+        stats: PlanStats {
+            written,
+            ports_programmed: programmed,
+            chains_deleted: deletes.len(),
+            large_cluster: cx.large_cluster,
+        },
+        update: StateUpdate::Patch(patch),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,34 @@
 //! The one place that knows the backends: wiring a new proxy mode in is one arm in
 //! [`build_proxier`] (which `run` and `cleanup` use) and one in [`plan_printer`].
 //!
+//! - iptables: [`kproxy_iptables::IptablesProxier`] over the host's `iptables-restore`
+//!   (nft or legacy, chosen as upstream does), IPv4 always and IPv6 when the matching
+//!   `ip6tables-restore` is installed; wrapped in [`iptables::Exported`] so that its
+//!   counters reach `/metrics`.
+//! - userspace: [`kproxy_userspace::UserspaceProxier`] with the same executor.
+//! - ipvs, nftables: not wired yet ([`Error::BackendUnavailable`]).
+//!
+//! A single-family backend (ipvs) goes in as one proxier per family behind
+//! [`crate::meta::MetaProxier`]:
+//!
 //! ```text
-//! ProxyMode::Iptables => Ok(Box::new(kproxy_iptables::IptablesProxier::new(exec, cfg, &families)?)),
-//! PlanMode::Iptables => Ok(Some(|map, node, cfg, family| Ok(kproxy_iptables::trace::render_plan(map, node, cfg, family)?))),
+//! ProxyMode::Ipvs => Ok(Box::new(MetaProxier::new("ipvs", vec![v4_proxier, v6_proxier]))),
+//! PlanMode::Ipvs => Ok(Some(|map, node, cfg, family| Ok(kproxy_ipvs::render_plan(map, node, cfg, family)?))),
 //! ```
+
+pub mod iptables;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use kproxy_core::config::ProxyMode;
 use kproxy_core::model::IpFamily;
 use kproxy_core::{KubeProxyConfiguration, NodeFacts, Proxier, ServiceMap};
+use kproxy_iptables::{Backend, IptablesProxier, RealExecutor};
 
 use crate::cli::PlanMode;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// The `--proxy-mode` spelling of a mode (`""` resolves to iptables, as on Linux).
 pub fn mode_name(mode: ProxyMode) -> &'static str {
@@ -21,23 +38,73 @@ pub fn mode_name(mode: ProxyMode) -> &'static str {
     }
 }
 
-/// The backend for `mode`, set up from `cfg` for this node.
+/// The backend for `mode`, set up from `cfg` for this node; backend counters go to
+/// `metrics`.
 ///
 /// # Errors
-/// [`Error::BackendUnavailable`] for a mode this binary was built without, or the
-/// backend's own error when it cannot start (missing kernel support, tools).
-pub fn build_proxier(
+/// [`Error::BackendUnavailable`] for a mode this binary was built without, or
+/// [`Error::BackendStart`] when the backend refuses the config.
+pub async fn build_proxier(
     mode: ProxyMode,
     cfg: &KubeProxyConfiguration,
     node: &NodeFacts,
+    metrics: &Arc<Metrics>,
 ) -> Result<Box<dyn Proxier>> {
-    let _ = (cfg, node);
+    let _ = node;
     match mode {
-        ProxyMode::Unset | ProxyMode::Iptables => Err(Error::BackendUnavailable("iptables")),
+        ProxyMode::Unset | ProxyMode::Iptables => {
+            let flavour = kproxy_iptables::exec::detect_backend(&[]).await;
+            let families = iptables_families(flavour, std::env::var_os("PATH").as_deref());
+            tracing::info!(?flavour, ?families, "iptables backend");
+            let proxier = IptablesProxier::new(RealExecutor::new(flavour), cfg, &families)
+                .map_err(|e| start_err("iptables", e))?;
+            Ok(Box::new(iptables::Exported::new(
+                proxier,
+                families,
+                metrics.clone(),
+            )))
+        }
+        ProxyMode::Userspace => {
+            let flavour = kproxy_iptables::exec::detect_backend(&[]).await;
+            tracing::info!(?flavour, "userspace backend");
+            let exec: Arc<dyn kproxy_iptables::Executor> = Arc::new(RealExecutor::new(flavour));
+            let proxier = kproxy_userspace::UserspaceProxier::new(cfg, exec)
+                .map_err(|e| start_err("userspace", e))?;
+            Ok(Box::new(proxier))
+        }
         ProxyMode::Ipvs => Err(Error::BackendUnavailable("ipvs")),
         ProxyMode::Nftables => Err(Error::BackendUnavailable("nftables")),
-        ProxyMode::Userspace => Err(Error::BackendUnavailable("userspace")),
     }
+}
+
+fn start_err(mode: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::BackendStart {
+        mode,
+        source: Box::new(e),
+    }
+}
+
+/// The families iptables mode programs: IPv4 always, IPv6 too when `ip6tables-restore`
+/// of the chosen flavour is on `path` (upstream runs dual-stack when both iptables
+/// families work).
+pub fn iptables_families(flavour: Backend, path: Option<&std::ffi::OsStr>) -> Vec<IpFamily> {
+    let tool = match flavour {
+        Backend::Nft => "ip6tables-nft-restore",
+        Backend::Legacy => "ip6tables-legacy-restore",
+        Backend::Default => "ip6tables-restore",
+    };
+    let found =
+        path.is_some_and(|p| std::env::split_paths(p).any(|d| is_executable(&d.join(tool))));
+    if found {
+        vec![IpFamily::V4, IpFamily::V6]
+    } else {
+        vec![IpFamily::V4]
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Renders what one backend would program for a map in one IP family, for
@@ -59,10 +126,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub fn plan_printer(mode: PlanMode) -> Result<Option<PlanPrinter>> {
     match mode {
         PlanMode::None => Ok(None),
-        PlanMode::Iptables => Err(Error::BackendUnavailable("iptables")),
+        PlanMode::Iptables => Ok(Some(|map, node, cfg, family| {
+            Ok(kproxy_iptables::render_plan(map, node, cfg, family)?)
+        })),
+        PlanMode::Userspace => Ok(Some(|map, node, cfg, family| {
+            Ok(kproxy_userspace::render_plan(map, node, cfg, family))
+        })),
         PlanMode::Ipvs => Err(Error::BackendUnavailable("ipvs")),
         PlanMode::Nftables => Err(Error::BackendUnavailable("nftables")),
-        PlanMode::Userspace => Err(Error::BackendUnavailable("userspace")),
     }
 }
 
@@ -87,9 +158,10 @@ pub async fn cleanup_all(
 ) -> Result<Vec<&'static str>> {
     let mut first_err = None;
     let mut cleaned = Vec::new();
+    let metrics = Arc::new(Metrics::new());
     for mode in ALL_MODES {
         let name = mode_name(mode);
-        let mut proxier = match build_proxier(mode, cfg, node) {
+        let mut proxier = match build_proxier(mode, cfg, node, &metrics).await {
             Ok(p) => p,
             Err(Error::BackendUnavailable(_)) => continue,
             Err(e) => {
@@ -113,11 +185,12 @@ pub async fn cleanup_all(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_mode_builds_or_says_why_not() {
+    #[tokio::test]
+    async fn every_mode_builds_or_says_why_not() {
         let cfg = KubeProxyConfiguration::default();
+        let metrics = Arc::new(Metrics::new());
         for mode in ALL_MODES {
-            match build_proxier(mode, &cfg, &NodeFacts::default()) {
+            match build_proxier(mode, &cfg, &NodeFacts::default(), &metrics).await {
                 Ok(p) => assert_eq!(p.mode(), mode_name(mode)),
                 Err(e @ Error::BackendUnavailable(_)) => {
                     assert_eq!(
@@ -130,5 +203,31 @@ mod tests {
             }
         }
         assert!(plan_printer(PlanMode::None).unwrap().is_none());
+        assert!(plan_printer(PlanMode::Iptables).unwrap().is_some());
+        assert!(plan_printer(PlanMode::Userspace).unwrap().is_some());
+    }
+
+    #[test]
+    fn ipv6_is_programmed_only_when_the_flavours_ip6tables_restore_exists() {
+        let dir = std::env::temp_dir().join(format!("kproxy-path-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tool = dir.join("ip6tables-legacy-restore");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), &dir]).unwrap();
+        // Not executable yet: not found.
+        assert_eq!(
+            iptables_families(Backend::Legacy, Some(&path)),
+            [IpFamily::V4]
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            iptables_families(Backend::Legacy, Some(&path)),
+            [IpFamily::V4, IpFamily::V6]
+        );
+        assert_eq!(iptables_families(Backend::Nft, Some(&path)), [IpFamily::V4]);
+        assert_eq!(iptables_families(Backend::Default, None), [IpFamily::V4]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -39,6 +39,73 @@ pub enum Command {
     Plan(PlanArgs),
     /// Remove every rule any proxy mode may have installed, then exit (as --cleanup).
     Cleanup(ProxyFlags),
+    /// Follow one packet through the iptables rules a node would program, from
+    /// Kubernetes objects in files.
+    Trace(TraceArgs),
+}
+
+/// A transport protocol, as `kproxy trace --proto` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtoArg {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl From<ProtoArg> for kproxy_core::model::Protocol {
+    fn from(p: ProtoArg) -> Self {
+        match p {
+            ProtoArg::Tcp => kproxy_core::model::Protocol::Tcp,
+            ProtoArg::Udp => kproxy_core::model::Protocol::Udp,
+            ProtoArg::Sctp => kproxy_core::model::Protocol::Sctp,
+        }
+    }
+}
+
+/// Flags of `kproxy trace`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Where to read objects from, the node and the config: as for `kproxy plan`.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The packet's transport protocol.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: ProtoArg,
+    /// The packet's source address.
+    #[arg(long, value_name = "IP")]
+    pub src: std::net::IpAddr,
+    /// The packet's destination address (its family picks the rules traced).
+    #[arg(long, value_name = "IP")]
+    pub dst: std::net::IpAddr,
+    /// The packet's destination port.
+    #[arg(long, value_name = "PORT")]
+    pub dport: u16,
+    /// The interface the packet arrives on (e.g. a pod's veth or eth0); none for a
+    /// packet from another host without one.
+    #[arg(long, value_name = "NAME")]
+    pub in_iface: Option<String>,
+    /// The packet is sent by the node itself (nat OUTPUT path).
+    #[arg(long)]
+    pub src_local: bool,
+}
+
+/// Where `plan` and `trace` read their objects, node and config from.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Kubernetes objects to read: a YAML (multi-document, or a `kind: List`) or JSON
+    /// file, or a directory of *.yaml, *.yml and *.json files. Repeatable.
+    #[arg(long, value_name = "FILE|DIR", required = true)]
+    pub from: Vec<PathBuf>,
+    /// A KubeProxyConfiguration file (for hostnameOverride and feature gates).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node to compute the map for; default: the config's hostnameOverride, else the
+    /// host name.
+    #[arg(long, value_name = "NODE")]
+    pub hostname_override: Option<String>,
 }
 
 /// A proxy mode, as `--proxy-mode` spells it.
@@ -94,17 +161,9 @@ pub enum OutputFormat {
 /// Flags of `kproxy plan`.
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
-    /// Kubernetes objects to read: a YAML (multi-document, or a `kind: List`) or JSON
-    /// file, or a directory of *.yaml, *.yml and *.json files. Repeatable.
-    #[arg(long, value_name = "FILE|DIR", required = true)]
-    pub from: Vec<PathBuf>,
-    /// A KubeProxyConfiguration file (for hostnameOverride and feature gates).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The node to compute the map for; default: the config's hostnameOverride, else the
-    /// host name.
-    #[arg(long, value_name = "NODE")]
-    pub hostname_override: Option<String>,
+    /// Where to read objects from, the node and the config.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     pub output: OutputFormat,
@@ -354,12 +413,54 @@ mod tests {
         let Some(Command::Plan(p)) = cli.command else {
             panic!("not plan")
         };
-        assert_eq!(p.from.len(), 2);
+        assert_eq!(p.input.from.len(), 2);
         assert_eq!(p.output, OutputFormat::Json);
         assert_eq!(p.proxy_mode, PlanMode::None);
         let err = Cli::try_parse_from(["kproxy", "plan"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let err = Cli::try_parse_from(["kproxy", "--detect-local-mode", "Bogus"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn trace_takes_a_packet_and_rejects_a_bad_address() {
+        let cli = Cli::try_parse_from([
+            "kproxy",
+            "trace",
+            "--from",
+            "a",
+            "--proto",
+            "udp",
+            "--src",
+            "10.0.0.5",
+            "--dst",
+            "10.96.0.10",
+            "--dport",
+            "53",
+            "--in-iface",
+            "cni0",
+        ])
+        .unwrap();
+        let Some(Command::Trace(t)) = cli.command else {
+            panic!("not trace")
+        };
+        assert_eq!(t.proto, ProtoArg::Udp);
+        assert_eq!(t.dport, 53);
+        assert_eq!(t.in_iface.as_deref(), Some("cni0"));
+        assert!(!t.src_local);
+        let err = Cli::try_parse_from([
+            "kproxy",
+            "trace",
+            "--from",
+            "a",
+            "--src",
+            "10.0.0",
+            "--dst",
+            "10.96.0.10",
+            "--dport",
+            "53",
+        ])
+        .unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

@@ -149,6 +149,58 @@ pub fn apply(
     Ok(written)
 }
 
+/// `net.ipv4.conf.all.route_localnet`, under the root.
+const ROUTE_LOCALNET: &str = "proc/sys/net/ipv4/conf/all/route_localnet";
+
+/// Whether `nodePortAddresses` lets NodePorts answer on IPv4 loopback (upstream
+/// `NodePortAddresses.ContainsIPv4Loopback`): true when no IPv4 CIDR is given (all
+/// addresses match) and `primary` is not used, or when an IPv4 CIDR holds 127.0.0.1.
+pub fn covers_ipv4_loopback(node_port_addresses: &[String]) -> bool {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut v4 = node_port_addresses
+        .iter()
+        .filter_map(|a| a.trim().parse::<ipnet::IpNet>().ok())
+        .filter(|n| matches!(n, ipnet::IpNet::V4(_)))
+        .peekable();
+    if v4.peek().is_none() {
+        return !node_port_addresses.iter().any(|a| a.trim() == "primary");
+    }
+    v4.any(|n| n.contains(&loopback))
+}
+
+/// Sets `route_localnet` to 1 under `root` (upstream iptables `NewProxier`, for NodePorts
+/// on 127.0.0.1). A read-only `/proc/sys` (unprivileged container) is only warned about,
+/// as conntrack sysctls are; returns whether the value was written.
+///
+/// # Errors
+/// Any other write failure.
+pub fn ensure_route_localnet(root: &Path) -> Result<bool, SysctlError> {
+    let path = root.join(ROUTE_LOCALNET);
+    if read_int(&path) == Some(1) {
+        return Ok(false);
+    }
+    tracing::info!(
+        entry = "net/ipv4/conf/all/route_localnet",
+        value = 1,
+        "setting sysctl"
+    );
+    match write_int(&path, 1) {
+        Ok(()) => Ok(true),
+        Err(e) if is_read_only(&e.source) => {
+            tracing::warn!(error = %e, "cannot enable route_localnet: NodePorts on 127.0.0.1 will not work");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn is_read_only(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use kproxy_core::KubeProxyConfiguration;
@@ -158,6 +210,35 @@ mod tests {
 
     fn defaults() -> KubeProxyConntrackConfiguration {
         KubeProxyConfiguration::default().conntrack
+    }
+
+    #[test]
+    fn loopback_node_ports_follow_node_port_addresses() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(covers_ipv4_loopback(&[]));
+        assert!(covers_ipv4_loopback(&v(&["127.0.0.0/8"])));
+        assert!(covers_ipv4_loopback(&v(&["0.0.0.0/0"])));
+        assert!(
+            covers_ipv4_loopback(&v(&["fd00::/8"])),
+            "no IPv4 CIDR: all match"
+        );
+        assert!(!covers_ipv4_loopback(&v(&["10.0.0.0/8", "fd00::/8"])));
+        assert!(!covers_ipv4_loopback(&v(&["primary"])));
+    }
+
+    #[test]
+    fn route_localnet_is_written_once_and_a_missing_proc_is_an_error() {
+        let root = std::env::temp_dir().join(format!("kproxy-localnet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let file = root.join(ROUTE_LOCALNET);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "0\n").unwrap();
+        assert!(ensure_route_localnet(&root).unwrap());
+        assert_eq!(read_int(&file), Some(1));
+        assert!(!ensure_route_localnet(&root).unwrap());
+        // No such file (not a read-only one): reported.
+        assert!(ensure_route_localnet(&root.join("nowhere")).is_err());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

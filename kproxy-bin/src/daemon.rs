@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kproxy_core::config::ProxyMode;
 use kproxy_core::{BuildOptions, ChangeTracker, KubeProxyConfiguration, NodeFacts, Proxier};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -71,7 +72,9 @@ pub fn init_logging(cfg: &KubeProxyConfiguration) {
 /// `bindAddressHardFail`, or a changed config file.
 pub async fn run(s: Settings) -> Result<()> {
     let mode = s.cfg.resolved_mode();
-    let proxier = backend::build_proxier(mode, &s.cfg, &NodeFacts::from_node(&s.node_name, None))?;
+    let metrics = Arc::new(Metrics::new());
+    let node = NodeFacts::from_node(&s.node_name, None);
+    let proxier = backend::build_proxier(mode, &s.cfg, &node, &metrics).await?;
     write_oom_score_adj(s.cfg.oom_score_adj);
     // Upstream sets these at start too. An unprivileged container has a read-only
     // /proc/sys: then the node's own values stay, which the DaemonSet documents.
@@ -80,8 +83,16 @@ pub async fn run(s: Settings) -> Result<()> {
     {
         tracing::warn!(error = %Error::Sysctl(e).report(), "leaving conntrack sysctls as they are");
     }
+    if mode == ProxyMode::Iptables
+        && s.cfg.iptables.localhost_node_ports.unwrap_or(true)
+        && crate::conntrack::covers_ipv4_loopback(&s.cfg.node_port_addresses)
+    {
+        // Upstream iptables NewProxier: NodePorts on 127.0.0.1 need the kernel to route
+        // packets to loopback addresses after DNAT.
+        crate::conntrack::ensure_route_localnet(root).map_err(Error::Sysctl)?;
+    }
     let config_changed = watch_config(s.config_path.clone());
-    run_with(s, proxier, backend::mode_name(mode), async move {
+    run_with(s, proxier, backend::mode_name(mode), metrics, async move {
         tokio::select! {
             () = shutdown_signal() => Ok(()),
             e = config_changed => Err(e),
@@ -90,18 +101,19 @@ pub async fn run(s: Settings) -> Result<()> {
     .await
 }
 
-/// [`run`] with a given backend, until `stop` completes (its error is returned).
+/// [`run`] with a given backend (which may export into `metrics` too), until `stop`
+/// completes (its error is returned).
 pub async fn run_with(
     s: Settings,
     proxier: Box<dyn Proxier>,
     mode: &'static str,
+    metrics: Arc<Metrics>,
     stop: impl Future<Output = Result<()>>,
 ) -> Result<()> {
     let cfg = &s.cfg;
     tracing::info!(node = %s.node_name, mode, "starting kproxy");
     // Servers and sources end with the daemon (what matters in tests; a process exits).
     let mut tasks = Tasks::default();
-    let metrics = Arc::new(Metrics::new());
     let health = Arc::new(ProxyHealth::new(cfg.effective_sync_period()));
     let hard_fail = cfg.bind_address_hard_fail;
     let healthz = health::router(health::HealthServer {

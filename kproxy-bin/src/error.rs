@@ -60,6 +60,15 @@ pub enum Error {
         #[source]
         source: Box<kproxy_core::Error>,
     },
+    /// A backend could not be set up (bad config for it, missing tools).
+    #[error("cannot start the {mode} backend")]
+    BackendStart {
+        /// The proxy mode.
+        mode: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A backend could not render its plan for `kproxy plan`.
     #[error("{mode} plan")]
     BackendPlan {
@@ -69,6 +78,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// `kproxy trace` could not follow the packet through the planned rules.
+    #[error("cannot trace the packet")]
+    Trace(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Output could not be encoded as JSON or YAML.
     #[error("cannot encode the output as {format}: {reason}")]
     Encode {
@@ -80,8 +92,8 @@ pub enum Error {
     /// The Kubernetes client could not be set up.
     #[error("kubernetes client")]
     Kube(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
-    /// A conntrack sysctl could not be set (`--init-only`).
-    #[error("conntrack sysctls")]
+    /// A sysctl could not be set (conntrack with `--init-only`, `route_localnet`).
+    #[error("sysctl")]
     Sysctl(#[source] crate::conntrack::SysctlError),
     /// The async runtime could not start (threads, epoll).
     #[error("cannot start the async runtime")]
@@ -119,6 +131,8 @@ impl Error {
             Error::Write { .. }
             | Error::Backend { .. }
             | Error::BackendPlan { .. }
+            | Error::BackendStart { .. }
+            | Error::Trace(_)
             | Error::Encode { .. }
             | Error::Kube(_)
             | Error::Serve { .. }

@@ -1,7 +1,7 @@
 //! `kproxy`: a drop-in kube-proxy.
 //!
 //! `main` parses the command line and hands over to one module per job: [`plan`] prints
-//! a service map from files, [`daemon`] runs the proxy (sources → runner → backend, plus
+//! a service map from files, [`trace`] follows a packet through the iptables rules, [`daemon`] runs the proxy (sources → runner → backend, plus
 //! the healthz and metrics servers), [`backend`] is where proxy modes are wired in.
 //! Errors are printed once, here, as `kproxy: <error>: <cause>...`.
 #![forbid(unsafe_code)]
@@ -26,6 +26,7 @@ mod runner;
 mod service_health;
 mod source;
 mod timefmt;
+mod trace;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -51,6 +52,7 @@ fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Plan(args)) => plan::run(&args),
+        Some(Command::Trace(args)) => trace::run(&args),
         Some(Command::Cleanup(flags)) => proxy(&flags, true),
         Some(Command::Run(flags)) => proxy(&flags, false),
         None => proxy(&cli.proxy, false),

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 type FamilyLabel = [(&'static str, &'static str); 1];
 type PolicyLabels = [(&'static str, &'static str); 2];
 type CodeLabel = [(&'static str, String); 1];
+type TableLabels = [(&'static str, &'static str); 2];
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 fn new_histogram() -> Histogram {
@@ -62,6 +63,10 @@ pub struct Metrics {
     livez_total: Family<CodeLabel, Counter>,
     sync_failures: Family<FamilyLabel, Counter>,
     watch_errors: Family<[(&'static str, &'static str); 1], Counter>,
+    iptables_restore_failures: Family<FamilyLabel, Counter>,
+    iptables_partial_restore_failures: Family<FamilyLabel, Counter>,
+    iptables_total: Family<TableLabels, Gauge>,
+    iptables_last: Family<TableLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +102,10 @@ impl Metrics {
             livez_total: Family::default(),
             sync_failures: Family::default(),
             watch_errors: Family::default(),
+            iptables_restore_failures: Family::default(),
+            iptables_partial_restore_failures: Family::default(),
+            iptables_total: Family::default(),
+            iptables_last: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -170,6 +179,27 @@ impl Metrics {
             m.sync_failures.clone(),
         );
         r.register(
+            "sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy iptables restore failures",
+            m.iptables_restore_failures.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_iptables_partial_restore_failures",
+            "Cumulative proxy iptables failures caused by partial syncs",
+            m.iptables_partial_restore_failures.clone(),
+        );
+        // Gauges whose upstream names end in `_total`: registered as spelled.
+        r.register(
+            "sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            m.iptables_total.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_iptables_last",
+            "Number of iptables rules written by kube-proxy in last sync",
+            m.iptables_last.clone(),
+        );
+        r.register(
             "watch_errors",
             "Cumulative watch errors per resource (kproxy only)",
             m.watch_errors.clone(),
@@ -241,6 +271,43 @@ impl Metrics {
         self.network_programming
             .get_or_create(&label(family))
             .observe(latency.as_secs_f64());
+    }
+
+    /// The iptables backend's counters of `family` after a sync (successful or not):
+    /// its cumulative failure counts, the rules it owns and the rules the last restore
+    /// wrote, per table, and the ports with a Local policy and no local endpoint.
+    pub fn iptables_synced(&self, family: IpFamily, m: &kproxy_iptables::Metrics) {
+        let l = label(family);
+        let catch_up = |c: &Counter, total: u64| {
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        };
+        catch_up(
+            &self.iptables_restore_failures.get_or_create(&l),
+            m.restore_failures,
+        );
+        catch_up(
+            &self.iptables_partial_restore_failures.get_or_create(&l),
+            m.partial_restore_failures,
+        );
+        let fam = family.as_api();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for (table, total, last) in [
+            ("filter", m.rules_total.filter, m.rules_last.filter),
+            ("nat", m.rules_total.nat, m.rules_last.nat),
+        ] {
+            let labels = [("table", table), ("ip_family", fam)];
+            self.iptables_total.get_or_create(&labels).set(gauge(total));
+            self.iptables_last.get_or_create(&labels).set(gauge(last));
+        }
+        self.no_local_endpoints
+            .get_or_create(&[("traffic_policy", "internal"), ("ip_family", fam)])
+            .set(gauge(m.no_local_internal));
+        self.no_local_endpoints
+            .get_or_create(&[("traffic_policy", "external"), ("ip_family", fam)])
+            .set(gauge(m.no_local_external));
     }
 
     /// A sync failed.

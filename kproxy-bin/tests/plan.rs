@@ -46,6 +46,28 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Compares `got` with a file under `tests/golden/` (rewritten with `UPDATE_GOLDEN=1`),
+/// naming the first line that differs.
+fn assert_golden(name: &str, got: &str) {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    if got != want {
+        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(g, w, "{name}: first difference at line {}", i + 1);
+        }
+        assert_eq!(
+            got.lines().count(),
+            want.lines().count(),
+            "{name}: line counts differ"
+        );
+    }
+}
+
 #[test]
 fn table_output_of_the_example_cluster_matches_the_golden_file() {
     let out = kproxy(&[
@@ -57,22 +79,43 @@ fn table_output_of_the_example_cluster_matches_the_golden_file() {
     ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(stderr(&out), "");
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan-cluster-node-a.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden, stdout(&out)).unwrap();
+    assert_golden("plan-cluster-node-a.txt", &stdout(&out));
+}
+
+/// The map, then the exact iptables-restore input of a full sync, per family.
+#[test]
+fn iptables_plan_of_the_example_cluster_matches_the_golden_file() {
+    let out = kproxy(&[
+        "plan",
+        "--from",
+        &example("cluster.yaml"),
+        "--hostname-override",
+        "node-a",
+        "--proxy-mode",
+        "iptables",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let text = stdout(&out);
+    // The map part is the plain plan's, unchanged.
+    let map = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan-cluster-node-a.txt"),
+    )
+    .unwrap();
+    assert!(
+        text.starts_with(&map),
+        "the map part differs from plan-cluster-node-a.txt"
+    );
+    let v4 = text.find("\n== iptables IPv4 ==\n").expect("IPv4 section");
+    let v6 = text.find("\n== iptables IPv6 ==\n").expect("IPv6 section");
+    assert!(v4 < v6);
+    // Each family's section is restore input: tables in order, each committed.
+    for section in text[v4..].split("\n== ").skip(1) {
+        let tables: Vec<&str> = section.lines().filter(|l| l.starts_with('*')).collect();
+        assert_eq!(tables, ["*filter", "*nat"], "{section}");
+        assert_eq!(section.matches("\nCOMMIT\n").count(), 2, "{section}");
     }
-    let want = std::fs::read_to_string(&golden).unwrap();
-    let got = stdout(&out);
-    if got != want {
-        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-            assert_eq!(g, w, "first difference at line {}", i + 1);
-        }
-        assert_eq!(
-            got.lines().count(),
-            want.lines().count(),
-            "line counts differ"
-        );
-    }
+    assert_golden("plan-cluster-node-a-iptables.txt", &text);
 }
 
 #[test]

@@ -63,6 +63,7 @@ async fn serves_health_and_metrics_and_syncs_the_files_until_stopped() {
         settings(hz, mp),
         Box::new(proxier.clone()),
         "recording",
+        Arc::new(Metrics::new()),
         async move {
             let _ = stop_rx.await;
             Ok(())
@@ -155,6 +156,7 @@ async fn a_taken_port_is_fatal_only_with_bind_address_hard_fail() {
         s.clone(),
         Box::new(RecordingProxier::default()),
         "recording",
+        Arc::new(Metrics::new()),
         async { Ok(()) },
     )
     .await
@@ -171,6 +173,7 @@ async fn a_taken_port_is_fatal_only_with_bind_address_hard_fail() {
         s,
         Box::new(RecordingProxier::default()),
         "recording",
+        Arc::new(Metrics::new()),
         async { Ok(()) },
     )
     .await

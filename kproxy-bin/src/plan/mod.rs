@@ -17,7 +17,7 @@ use kproxy_core::model::IpFamily;
 use kproxy_core::{BuildOptions, KubeProxyConfiguration, NodeFacts, ServiceMap, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{OutputFormat, PlanArgs, PlanMode};
+use crate::cli::{InputArgs, OutputFormat, PlanArgs, PlanMode};
 use crate::error::{Error, Result};
 use crate::{backend, config, input, node};
 use report::PlanReport;
@@ -46,6 +46,58 @@ pub struct PlanOutput {
     pub backend: Vec<BackendPlan>,
 }
 
+/// What `plan` and `trace` work on: the config, the node, the objects and their map.
+pub struct Input {
+    /// The config (file or defaults), with `--hostname-override` applied.
+    pub cfg: KubeProxyConfiguration,
+    /// The map options for the node.
+    pub opts: BuildOptions,
+    /// The objects read, and the problems met reading them.
+    pub loaded: input::Loaded,
+    /// The service map of the node.
+    pub map: ServiceMap,
+}
+
+impl Input {
+    /// Reads the config and the objects and builds the map; input problems are printed
+    /// to stderr, one line each, and kept in `loaded.problems`.
+    ///
+    /// # Errors
+    /// A bad config file or an unknown node name.
+    pub fn load(args: &InputArgs) -> Result<Input> {
+        let mut cfg = match &args.config {
+            Some(path) => config::read_config_file(path)?.with_defaults(),
+            None => KubeProxyConfiguration::default(),
+        };
+        if let Some(name) = &args.hostname_override {
+            cfg.hostname_override = name.trim().to_owned();
+        }
+        cfg.validate()
+            .map_err(|source| Error::config(args.config.clone(), source))?;
+        let node_name = node::resolve(&cfg.hostname_override, node::host_name)?;
+        let opts = BuildOptions::from_config(&cfg, &node_name);
+        let loaded = input::load(&args.from);
+        for problem in &loaded.problems {
+            eprintln!("kproxy: {problem}");
+        }
+        let map = ServiceMap::build(&loaded.snapshot, &opts);
+        Ok(Input {
+            cfg,
+            opts,
+            loaded,
+            map,
+        })
+    }
+
+    /// The node's facts, from its Node object when the input has one.
+    pub fn node_facts(&self) -> NodeFacts {
+        NodeFacts::from_node(
+            &self.opts.node_name,
+            self.loaded.snapshot.node(&self.opts.node_name),
+        )
+    }
+}
+
 /// Runs `kproxy plan`.
 ///
 /// # Errors
@@ -53,23 +105,12 @@ pub struct PlanOutput {
 /// stop before any output. Input problems do not: see the module docs.
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let printer = backend::plan_printer(args.proxy_mode)?;
-    let mut cfg = match &args.config {
-        Some(path) => config::read_config_file(path)?.with_defaults(),
-        None => KubeProxyConfiguration::default(),
-    };
-    if let Some(name) = &args.hostname_override {
-        cfg.hostname_override = name.trim().to_owned();
-    }
-    cfg.validate()
-        .map_err(|source| Error::config(args.config.clone(), source))?;
-    let node_name = node::resolve(&cfg.hostname_override, node::host_name)?;
-    let opts = BuildOptions::from_config(&cfg, &node_name);
-
-    let loaded = input::load(&args.from);
-    for problem in &loaded.problems {
-        eprintln!("kproxy: {problem}");
-    }
-    let map = ServiceMap::build(&loaded.snapshot, &opts);
+    let Input {
+        cfg,
+        opts,
+        loaded,
+        map,
+    } = Input::load(&args.input)?;
     let backend = match printer {
         Some(print) => backend_plans(print, args.proxy_mode, &map, &loaded.snapshot, &opts, &cfg)?,
         None => Vec::new(),

@@ -1,0 +1,159 @@
+//! [`Exported`]: the iptables proxier, with its plain [`kproxy_iptables::Metrics`] copied
+//! into the binary's registry after every sync (the `Proxier` trait has no metrics hook,
+//! and core stays free of Prometheus).
+
+use std::sync::Arc;
+
+use kproxy_core::model::IpFamily;
+use kproxy_core::{ChangeSet, NodeFacts, Proxier, ServiceMap, SyncStats};
+use kproxy_iptables::{Executor, IptablesProxier};
+
+use crate::metrics::Metrics;
+
+/// An [`IptablesProxier`] whose counters reach `/metrics` under upstream's names.
+pub struct Exported<E: Executor> {
+    inner: IptablesProxier<E>,
+    families: Vec<IpFamily>,
+    metrics: Arc<Metrics>,
+}
+
+impl<E: Executor> Exported<E> {
+    /// Wraps `inner`, which programs `families`, exporting into `metrics`.
+    pub fn new(inner: IptablesProxier<E>, families: Vec<IpFamily>, metrics: Arc<Metrics>) -> Self {
+        Exported {
+            inner,
+            families,
+            metrics,
+        }
+    }
+
+    /// The wrapped proxier.
+    #[cfg(test)]
+    pub fn inner(&self) -> &IptablesProxier<E> {
+        &self.inner
+    }
+
+    fn export(&self) {
+        for f in &self.families {
+            if let Some(m) = self.inner.metrics(*f) {
+                self.metrics.iptables_synced(*f, m);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<E: Executor> Proxier for Exported<E> {
+    fn mode(&self) -> &'static str {
+        self.inner.mode()
+    }
+
+    /// Syncs, then exports the counters whether the sync failed or not (failures are
+    /// what `restore_failures_total` counts).
+    async fn sync(
+        &mut self,
+        map: &ServiceMap,
+        changes: &ChangeSet,
+        node: &NodeFacts,
+    ) -> kproxy_core::Result<SyncStats> {
+        let result = self.inner.sync(map, changes, node).await;
+        self.export();
+        result
+    }
+
+    async fn cleanup(&mut self) -> kproxy_core::Result<()> {
+        self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use kproxy_core::{BuildOptions, KubeProxyConfiguration, Snapshot};
+    use kproxy_iptables::exec::fake::RecordingExecutor;
+
+    use super::*;
+
+    const SNAPSHOT: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: default }
+spec:
+  clusterIP: 10.96.0.20
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  ports: [{ name: http, port: 80, protocol: TCP, nodePort: 30080 }]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
+addressType: IPv4
+ports: [{ name: http, port: 8080, protocol: TCP }]
+endpoints: [{ addresses: [10.244.1.5], nodeName: node-b }]
+"#;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+    }
+
+    #[tokio::test]
+    async fn counters_follow_each_sync_including_failed_ones() {
+        let cfg = KubeProxyConfiguration::default();
+        let (snapshot, _) = Snapshot::from_documents(SNAPSHOT).unwrap();
+        let map = ServiceMap::build(&snapshot, &BuildOptions::for_node("node-a"));
+        let node = NodeFacts::from_node("node-a", None);
+        let families = vec![IpFamily::V4];
+        let inner = IptablesProxier::new(RecordingExecutor::new(), &cfg, &families).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let mut p = Exported::new(inner, families, metrics.clone());
+        assert_eq!(p.mode(), "iptables");
+
+        p.sync(&map, &ChangeSet::full(), &node).await.unwrap();
+        let text = metrics.encode();
+        let nat_total = line(
+            &text,
+            "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\",ip_family=\"IPv4\"} ",
+        );
+        assert_ne!(nat_total.rsplit(' ').next(), Some("0"), "{nat_total}");
+        line(
+            &text,
+            "kubeproxy_sync_proxy_rules_iptables_last{table=\"filter\",ip_family=\"IPv4\"} ",
+        );
+        assert!(text.contains(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 0\n"
+        ));
+        assert!(text.contains(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\",ip_family=\"IPv4\"} 1\n"
+        ));
+
+        // A failed partial sync counts in both failure counters; the retry (full, as
+        // after any failure) fails too and counts once more in the first: the counters
+        // are cumulative, not overwritten.
+        let mut partial = ChangeSet::default();
+        partial.updated.extend(
+            map.family(IpFamily::V4)
+                .keys()
+                .map(|n| (IpFamily::V4, n.clone())),
+        );
+        for _ in 0..2 {
+            p.inner().executor().fail_next.store(true, Ordering::SeqCst);
+            assert!(p.sync(&map, &partial, &node).await.is_err());
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
+}

@@ -6,15 +6,10 @@
 //!   `ip6tables-restore` is installed; wrapped in [`iptables::Exported`] so that its
 //!   counters reach `/metrics`.
 //! - userspace: [`kproxy_userspace::UserspaceProxier`] with the same executor.
-//! - ipvs, nftables: not wired yet ([`Error::BackendUnavailable`]).
-//!
-//! A single-family backend (ipvs) goes in as one proxier per family behind
-//! [`crate::meta::MetaProxier`]:
-//!
-//! ```text
-//! ProxyMode::Ipvs => Ok(Box::new(MetaProxier::new("ipvs", vec![v4_proxier, v6_proxier]))),
-//! PlanMode::Ipvs => Ok(Some(|map, node, cfg, family| Ok(kproxy_ipvs::render_plan(map, node, cfg, family)?))),
-//! ```
+//! - ipvs: one [`kproxy_ipvs::IpvsProxier`] per family (IPv4, and IPv6 when
+//!   `ip6tables-restore` is installed) behind [`crate::meta::MetaProxier`]; the kernel is
+//!   probed for IPVS first, as upstream's `CanUseIPVSProxier`.
+//! - nftables: not built in ([`Error::BackendUnavailable`]).
 
 pub mod iptables;
 
@@ -72,8 +67,42 @@ pub async fn build_proxier(
                 .map_err(|e| start_err("userspace", e))?;
             Ok(Box::new(proxier))
         }
-        ProxyMode::Ipvs => Err(Error::BackendUnavailable("ipvs")),
+        ProxyMode::Ipvs => {
+            let families = iptables_families(Backend::Default, std::env::var_os("PATH").as_deref());
+            tracing::info!(?families, "ipvs backend");
+            let mut inner: Vec<Box<dyn Proxier>> = Vec::new();
+            for family in families {
+                let proxier = kproxy_ipvs::IpvsProxier::new_real(cfg, family)
+                    .await
+                    .map_err(|e| start_err("ipvs", e))?;
+                inner.push(Box::new(proxier));
+            }
+            Ok(Box::new(crate::meta::MetaProxier::new("ipvs", inner)))
+        }
         ProxyMode::Nftables => Err(Error::BackendUnavailable("nftables")),
+    }
+}
+
+/// The backend `cleanup` uses for `mode`: as [`build_proxier`], except that ipvs skips
+/// the kernel probe, since its leftovers (ipsets, chains, kube-ipvs0) can outlive the
+/// IPVS module. One ipvs proxier cleans both families.
+async fn cleanup_proxier(
+    mode: ProxyMode,
+    cfg: &KubeProxyConfiguration,
+    node: &NodeFacts,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn Proxier>> {
+    match mode {
+        ProxyMode::Ipvs => {
+            let err = |e| start_err("ipvs", e);
+            let handle = kproxy_ipvs::handle::IpvsHandle::new().map_err(err)?;
+            let exec = kproxy_ipvs::exec::RealExecutor::new().map_err(err)?;
+            let proxier =
+                kproxy_ipvs::IpvsProxier::new(cfg, IpFamily::V4, Arc::new(handle), Arc::new(exec))
+                    .map_err(err)?;
+            Ok(Box::new(proxier))
+        }
+        _ => build_proxier(mode, cfg, node, metrics).await,
     }
 }
 
@@ -132,7 +161,9 @@ pub fn plan_printer(mode: PlanMode) -> Result<Option<PlanPrinter>> {
         PlanMode::Userspace => Ok(Some(|map, node, cfg, family| {
             Ok(kproxy_userspace::render_plan(map, node, cfg, family))
         })),
-        PlanMode::Ipvs => Err(Error::BackendUnavailable("ipvs")),
+        PlanMode::Ipvs => Ok(Some(|map, node, cfg, family| {
+            Ok(kproxy_ipvs::render_plan(map, node, cfg, family))
+        })),
         PlanMode::Nftables => Err(Error::BackendUnavailable("nftables")),
     }
 }
@@ -161,7 +192,7 @@ pub async fn cleanup_all(
     let metrics = Arc::new(Metrics::new());
     for mode in ALL_MODES {
         let name = mode_name(mode);
-        let mut proxier = match build_proxier(mode, cfg, node, &metrics).await {
+        let mut proxier = match cleanup_proxier(mode, cfg, node, &metrics).await {
             Ok(p) => p,
             Err(Error::BackendUnavailable(_)) => continue,
             Err(e) => {

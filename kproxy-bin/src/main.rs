@@ -14,10 +14,6 @@ mod daemon;
 mod error;
 mod health;
 mod input;
-#[allow(
-    dead_code,
-    reason = "used once a per-family backend (ipvs) is wired in backend.rs"
-)]
 mod meta;
 mod metrics;
 mod node;

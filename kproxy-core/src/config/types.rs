@@ -137,7 +137,7 @@ pub struct ClientConnectionConfiguration {
     /// `contentType`: the content type of requests sent to the API server.
     pub content_type: String,
     /// `qps`: client-side rate limit, queries per second.
-    #[serde(serialize_with = "go_float32")]
+    #[serde(serialize_with = "go_float32", deserialize_with = "float32")]
     pub qps: f32,
     /// `burst`: client-side rate limit burst.
     pub burst: i32,
@@ -420,5 +420,18 @@ string_enum! {
         /// `InterfaceNamePrefix`: traffic from interfaces named
         /// `detectLocal.interfaceNamePrefix*` is local.
         InterfaceNamePrefix = "InterfaceNamePrefix",
+    }
+}
+
+/// Reads a number into an `f32` as Go's `float32` decoding does: a value beyond the
+/// float32 range is an error, not infinity (which would not survive `to_yaml`).
+fn float32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = <f64 as serde::Deserialize>::deserialize(d)?;
+    if v.is_finite() && v.abs() <= f64::from(f32::MAX) {
+        // In range: the narrowing rounds to the nearest float32, as Go does.
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(v as f32)
+    } else {
+        Err(serde::de::Error::custom(format!("{v} is out of range for float32")))
     }
 }

@@ -48,14 +48,26 @@ impl<E: Executor> Proxier for Exported<E> {
         self.inner.mode()
     }
 
-    /// Syncs, then exports the counters whether the sync failed or not (failures are
-    /// what `restore_failures_total` counts).
+    /// Checks the canary, syncs, then exports the counters whether the sync failed or
+    /// not (failures are what `restore_failures_total` counts).
     async fn sync(
         &mut self,
         map: &ServiceMap,
         changes: &ChangeSet,
         node: &NodeFacts,
     ) -> kproxy_core::Result<SyncStats> {
+        for &family in &self.families {
+            // Upstream's ipt.Monitor: once a sync has put KUBE-PROXY-CANARY in place, its
+            // absence means another program flushed the tables, so a partial sync would
+            // build on rules that are gone. (A failed check proves nothing: the sync
+            // itself will report a broken iptables.)
+            if !self.inner.needs_full_sync(family)
+                && matches!(self.inner.canary_present(family).await, Ok(false))
+            {
+                tracing::warn!(%family, "KUBE-PROXY-CANARY is gone, the tables were flushed: syncing in full");
+                self.inner.request_full_sync();
+            }
+        }
         let result = self.inner.sync(map, changes, node).await;
         self.export();
         result
@@ -97,6 +109,37 @@ endpoints: [{ addresses: [10.244.1.5], nodeName: node-b }]
         text.lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+    }
+
+    #[tokio::test]
+    async fn a_flushed_table_is_noticed_by_its_missing_canary_and_rewritten_in_full() {
+        let cfg = KubeProxyConfiguration::default();
+        let (snapshot, _) = Snapshot::from_documents(SNAPSHOT).unwrap();
+        let map = ServiceMap::build(&snapshot, &BuildOptions::for_node("node-a"));
+        let node = NodeFacts::from_node("node-a", None);
+        let families = vec![IpFamily::V4];
+        let inner = IptablesProxier::new(RecordingExecutor::new(), &cfg, &families).unwrap();
+        let mut p = Exported::new(inner, families, Arc::new(Metrics::new()));
+        p.sync(&map, &ChangeSet::full(), &node).await.unwrap();
+        let full_syncs =
+            |p: &Exported<RecordingExecutor>| p.inner().metrics(IpFamily::V4).map(|m| m.full_syncs);
+        assert_eq!(full_syncs(&p), Some(1));
+
+        // Nothing changed and nothing was flushed: the next sync stays partial.
+        p.sync(&map, &ChangeSet::default(), &node).await.unwrap();
+        assert_eq!(full_syncs(&p), Some(1));
+
+        // Another program flushes every table: the canary goes with them.
+        p.inner()
+            .executor()
+            .set_model(IpFamily::V4, Default::default());
+        p.sync(&map, &ChangeSet::default(), &node).await.unwrap();
+        assert_eq!(full_syncs(&p), Some(2));
+        let restored = p.inner().executor().model(IpFamily::V4);
+        assert!(
+            format!("{restored:?}").contains("KUBE-SVC-"),
+            "a full sync rewrote the service chains"
+        );
     }
 
     #[tokio::test]

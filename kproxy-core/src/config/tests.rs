@@ -617,7 +617,9 @@ proptest::proptest! {
 fn a_qps_beyond_the_float32_range_is_rejected_naming_the_field() {
     // Found while fuzzing: 1e300 used to become infinity, which to_yaml wrote as null.
     let doc = format!("{HEAD}clientConnection:\n  qps: 1e300\n");
-    let err = KubeProxyConfiguration::from_yaml(&doc).unwrap_err().to_string();
+    let err = KubeProxyConfiguration::from_yaml(&doc)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("clientConnection.qps"), "{err}");
     assert!(err.contains("out of range for float32"), "{err}");
     let ok = format!("{HEAD}clientConnection:\n  qps: 3.4e38\n");

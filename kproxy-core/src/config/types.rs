@@ -432,6 +432,8 @@ fn float32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
         #[allow(clippy::cast_possible_truncation)]
         Ok(v as f32)
     } else {
-        Err(serde::de::Error::custom(format!("{v} is out of range for float32")))
+        Err(serde::de::Error::custom(format!(
+            "{v} is out of range for float32"
+        )))
     }
 }

@@ -111,15 +111,31 @@ endpoints: [{ addresses: [10.244.1.5], nodeName: node-b }]
             .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
     }
 
-    #[tokio::test]
-    async fn a_flushed_table_is_noticed_by_its_missing_canary_and_rewritten_in_full() {
+    /// The map of `SNAPSHOT` on node-a and an IPv4 proxier over a recording executor.
+    fn setup() -> (
+        ServiceMap,
+        NodeFacts,
+        Exported<RecordingExecutor>,
+        Arc<Metrics>,
+    ) {
         let cfg = KubeProxyConfiguration::default();
         let (snapshot, _) = Snapshot::from_documents(SNAPSHOT).unwrap();
         let map = ServiceMap::build(&snapshot, &BuildOptions::for_node("node-a"));
         let node = NodeFacts::from_node("node-a", None);
         let families = vec![IpFamily::V4];
         let inner = IptablesProxier::new(RecordingExecutor::new(), &cfg, &families).unwrap();
-        let mut p = Exported::new(inner, families, Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        (
+            map,
+            node,
+            Exported::new(inner, families, metrics.clone()),
+            metrics,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_flushed_table_is_noticed_by_its_missing_canary_and_rewritten_in_full() {
+        let (map, node, mut p, _) = setup();
         p.sync(&map, &ChangeSet::full(), &node).await.unwrap();
         let full_syncs =
             |p: &Exported<RecordingExecutor>| p.inner().metrics(IpFamily::V4).map(|m| m.full_syncs);
@@ -144,14 +160,7 @@ endpoints: [{ addresses: [10.244.1.5], nodeName: node-b }]
 
     #[tokio::test]
     async fn counters_follow_each_sync_including_failed_ones() {
-        let cfg = KubeProxyConfiguration::default();
-        let (snapshot, _) = Snapshot::from_documents(SNAPSHOT).unwrap();
-        let map = ServiceMap::build(&snapshot, &BuildOptions::for_node("node-a"));
-        let node = NodeFacts::from_node("node-a", None);
-        let families = vec![IpFamily::V4];
-        let inner = IptablesProxier::new(RecordingExecutor::new(), &cfg, &families).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let mut p = Exported::new(inner, families, metrics.clone());
+        let (map, node, mut p, metrics) = setup();
         assert_eq!(p.mode(), "iptables");
 
         p.sync(&map, &ChangeSet::full(), &node).await.unwrap();

@@ -13,19 +13,27 @@
 //!
 //! [`TARGETS`] lists them all; the tests check that it agrees with `Cargo.toml`,
 //! `fuzz_targets/` and `corpus/`. Every target takes raw bytes, even the structured
-//! ones ([`map_build`] and [`k8s_objects`] read them through [`arbitrary`]), so a corpus
+//! ones ([`map_build`], [`k8s_objects`], [`iptables_plan`] and [`ipvs_plan`] read them
+//! through [`arbitrary`]), so a corpus
 //! file means the same thing to every driver.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod check;
+mod cluster;
 mod config_parse;
+mod iptables_plan;
+mod ipvs_decode;
+mod ipvs_plan;
 mod k8s_objects;
 mod map_build;
 pub mod mutate;
 mod snapshot_parse;
 
 pub use config_parse::config_parse;
+pub use iptables_plan::iptables_plan;
+pub use ipvs_decode::ipvs_decode;
+pub use ipvs_plan::ipvs_plan;
 pub use k8s_objects::k8s_objects;
 pub use map_build::map_build;
 pub use snapshot_parse::snapshot_parse;
@@ -57,6 +65,18 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "k8s_objects",
         run: k8s_objects,
+    },
+    Target {
+        name: "ipvs_decode",
+        run: ipvs_decode,
+    },
+    Target {
+        name: "iptables_plan",
+        run: iptables_plan,
+    },
+    Target {
+        name: "ipvs_plan",
+        run: ipvs_plan,
     },
 ];
 

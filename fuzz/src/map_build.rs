@@ -22,7 +22,7 @@ use crate::check;
 
 const NAMESPACES: [&str; 2] = ["default", "kube-system"];
 const SERVICES: [&str; 4] = ["svc-0", "svc-1", "svc-2", "svc-3"];
-const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+pub(crate) const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const ZONES: [&str; 3] = ["zone-1", "zone-2", "zone-3"];
 const PORT_NAMES: [&str; 3] = ["", "http", "dns"];
 /// Upper bounds that keep one input fast.
@@ -49,14 +49,14 @@ enum EventInput {
 }
 
 #[derive(Debug, Arbitrary)]
-enum ObjectInput {
+pub(crate) enum ObjectInput {
     Service(ServiceInput),
     Slice(SliceInput),
     Node(NodeInput),
 }
 
 #[derive(Debug, Arbitrary)]
-struct ServiceInput {
+pub(crate) struct ServiceInput {
     namespace: u8,
     name: u8,
     service_type: u8,
@@ -74,7 +74,7 @@ struct ServiceInput {
 }
 
 #[derive(Debug, Arbitrary)]
-struct SliceInput {
+pub(crate) struct SliceInput {
     namespace: u8,
     service: u8,
     index: u8,
@@ -84,7 +84,7 @@ struct SliceInput {
 }
 
 #[derive(Debug, Arbitrary)]
-struct EndpointInput {
+pub(crate) struct EndpointInput {
     host: u8,
     ready: bool,
     serving: bool,
@@ -96,7 +96,7 @@ struct EndpointInput {
 }
 
 #[derive(Debug, Arbitrary)]
-struct NodeInput {
+pub(crate) struct NodeInput {
     name: u8,
     zone: Option<u8>,
     being_deleted: bool,
@@ -104,14 +104,14 @@ struct NodeInput {
 
 /// An address: mostly from a small pool, sometimes any address of the family.
 #[derive(Debug, Arbitrary)]
-enum AddrInput {
+pub(crate) enum AddrInput {
     PoolV4(u8),
     PoolV6(u8),
     AnyV4(u32),
     AnyV6(u128),
 }
 
-fn pick<'a>(pool: &[&'a str], i: u8) -> &'a str {
+pub(crate) fn pick<'a>(pool: &[&'a str], i: u8) -> &'a str {
     pool[usize::from(i) % pool.len()]
 }
 
@@ -305,7 +305,7 @@ impl NodeInput {
 }
 
 impl ObjectInput {
-    fn build(self) -> Object {
+    pub(crate) fn build(self) -> Object {
         match self {
             ObjectInput::Service(s) => Object::Service(s.build()),
             ObjectInput::Slice(s) => Object::EndpointSlice(s.build()),

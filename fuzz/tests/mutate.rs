@@ -92,6 +92,21 @@ fn k8s_objects_survives_mutated_seeds() {
 }
 
 #[test]
+fn ipvs_decode_survives_mutated_seeds() {
+    fuzz("ipvs_decode");
+}
+
+#[test]
+fn iptables_plan_survives_mutated_seeds() {
+    fuzz("iptables_plan");
+}
+
+#[test]
+fn ipvs_plan_survives_mutated_seeds() {
+    fuzz("ipvs_plan");
+}
+
+#[test]
 fn every_target_has_a_mutation_test() {
     let source = include_str!("mutate.rs");
     for t in TARGETS {

@@ -49,11 +49,10 @@ fn hostile() -> Vec<String> {
     v
 }
 
-/// Names with whitespace, quotes or line breaks: the iptables planner copies names into
-/// rule text unescaped (`--comment "{name} ..."` in some rules, `--comment {name}` in
-/// others, as upstream does, relying on API validation), so these end the comment, the
-/// argument or the line early (README.md, Findings). Generated only when
-/// [`ClusterInput::unescaped`] is [`UNESCAPED`].
+/// Names with whitespace, quotes or line breaks, which no API server would accept: they
+/// once ended the iptables planner's comments, arguments or lines early (README.md,
+/// Findings); the planner now keeps only name characters in comments. Generated only
+/// when [`ClusterInput::unescaped`] is [`UNESCAPED`].
 fn unescaped() -> Vec<String> {
     let mut v: Vec<String> = [
         "with space",
@@ -77,8 +76,7 @@ fn unescaped() -> Vec<String> {
 }
 
 /// The value of [`ClusterInput::unescaped`] that adds [`unescaped`] names to the pool
-/// (`""`, two quote bytes). A rare switch, so that mutants of the corpus do not trip
-/// over the open finding while it is open; libFuzzer's comparison tracing finds it.
+/// (`""`, two quote bytes): a rare switch, which libFuzzer's comparison tracing finds.
 const UNESCAPED: u16 = 0x2222;
 
 #[derive(Debug, Arbitrary)]

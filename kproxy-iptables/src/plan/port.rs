@@ -75,6 +75,20 @@ fn by_string(eps: &[SocketAddr], name: &str, proto: &str) -> Vec<Ep> {
     v
 }
 
+/// `text` with every character a Kubernetes namespace, name or port name cannot contain
+/// (and that `ns/name:port` does not add) replaced by `_`: valid names pass unchanged.
+pub(crate) fn comment_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn probability(n: usize) -> String {
     #[allow(clippy::cast_precision_loss)] // endpoint counts are far below 2^52
     let p = 1.0 / n as f64;
@@ -92,6 +106,10 @@ pub(crate) fn port_rules(p: &ServicePort, cx: &Ctx<'_>) -> PortRules {
     } else {
         by_string(&p.selection.local, &name, proto)
     };
+    // From here on the name only appears inside comments. Keep just what a valid
+    // Kubernetes name can hold (upstream relies on the API server's validation), so a
+    // name read from a file can never end a quoted comment, add an argument or a line.
+    let name = comment_safe(&name);
     let has_endpoints = p.selection.has_any_endpoints;
 
     let uses_cluster_chain = !cluster_eps.is_empty() && p.uses_cluster_endpoints();
@@ -421,5 +439,23 @@ mod tests {
             .map(|e| e.text)
             .collect();
         assert_eq!(sorted, ["10.0.0.10:80", "10.0.0.2:80"]);
+    }
+}
+
+#[cfg(test)]
+mod comment_safe_tests {
+    use super::comment_safe;
+
+    #[test]
+    fn valid_names_pass_and_anything_that_could_break_a_rule_is_replaced() {
+        assert_eq!(
+            comment_safe("kube-system/kube-dns:dns-tcp"),
+            "kube-system/kube-dns:dns-tcp"
+        );
+        assert_eq!(comment_safe("default/my.svc:http"), "default/my.svc:http");
+        assert_eq!(
+            comment_safe("ns/a b\"c\nCOMMIT\n-j ACCEPT #é"),
+            "ns/a_b_c_COMMIT_-j_ACCEPT___"
+        );
     }
 }

@@ -33,8 +33,8 @@ pub fn mode_name(mode: ProxyMode) -> &'static str {
     }
 }
 
-/// The backend for `mode`, set up from `cfg` for this node; backend counters go to
-/// `metrics`.
+/// The backend for `mode`, set up from `cfg` (node facts come with each sync); backend
+/// counters go to `metrics`.
 ///
 /// # Errors
 /// [`Error::BackendUnavailable`] for a mode this binary was built without, or
@@ -42,10 +42,8 @@ pub fn mode_name(mode: ProxyMode) -> &'static str {
 pub async fn build_proxier(
     mode: ProxyMode,
     cfg: &KubeProxyConfiguration,
-    node: &NodeFacts,
     metrics: &Arc<Metrics>,
 ) -> Result<Box<dyn Proxier>> {
-    let _ = node;
     match mode {
         ProxyMode::Unset | ProxyMode::Iptables => {
             let flavour = kproxy_iptables::exec::detect_backend(&[]).await;
@@ -89,7 +87,6 @@ pub async fn build_proxier(
 async fn cleanup_proxier(
     mode: ProxyMode,
     cfg: &KubeProxyConfiguration,
-    node: &NodeFacts,
     metrics: &Arc<Metrics>,
 ) -> Result<Box<dyn Proxier>> {
     match mode {
@@ -102,7 +99,7 @@ async fn cleanup_proxier(
                     .map_err(err)?;
             Ok(Box::new(proxier))
         }
-        _ => build_proxier(mode, cfg, node, metrics).await,
+        _ => build_proxier(mode, cfg, metrics).await,
     }
 }
 
@@ -183,16 +180,13 @@ const ALL_MODES: [ProxyMode; 4] = [
 ///
 /// # Errors
 /// The first backend whose cleanup failed, as [`Error::Backend`].
-pub async fn cleanup_all(
-    cfg: &KubeProxyConfiguration,
-    node: &NodeFacts,
-) -> Result<Vec<&'static str>> {
+pub async fn cleanup_all(cfg: &KubeProxyConfiguration) -> Result<Vec<&'static str>> {
     let mut first_err = None;
     let mut cleaned = Vec::new();
     let metrics = Arc::new(Metrics::new());
     for mode in ALL_MODES {
         let name = mode_name(mode);
-        let mut proxier = match cleanup_proxier(mode, cfg, node, &metrics).await {
+        let mut proxier = match cleanup_proxier(mode, cfg, &metrics).await {
             Ok(p) => p,
             Err(Error::BackendUnavailable(_)) => continue,
             Err(e) => {
@@ -221,7 +215,7 @@ mod tests {
         let cfg = KubeProxyConfiguration::default();
         let metrics = Arc::new(Metrics::new());
         for mode in ALL_MODES {
-            match build_proxier(mode, &cfg, &NodeFacts::default(), &metrics).await {
+            match build_proxier(mode, &cfg, &metrics).await {
                 Ok(p) => assert_eq!(p.mode(), mode_name(mode)),
                 Err(e @ Error::BackendUnavailable(_)) => {
                     assert_eq!(

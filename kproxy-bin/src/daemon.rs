@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kproxy_core::config::ProxyMode;
-use kproxy_core::{BuildOptions, ChangeTracker, KubeProxyConfiguration, NodeFacts, Proxier};
+use kproxy_core::{BuildOptions, ChangeTracker, KubeProxyConfiguration, Proxier};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -73,8 +73,7 @@ pub fn init_logging(cfg: &KubeProxyConfiguration) {
 pub async fn run(s: Settings) -> Result<()> {
     let mode = s.cfg.resolved_mode();
     let metrics = Arc::new(Metrics::new());
-    let node = NodeFacts::from_node(&s.node_name, None);
-    let proxier = backend::build_proxier(mode, &s.cfg, &node, &metrics).await?;
+    let proxier = backend::build_proxier(mode, &s.cfg, &metrics).await?;
     write_oom_score_adj(s.cfg.oom_score_adj);
     // Upstream sets these at start too. An unprivileged container has a read-only
     // /proc/sys: then the node's own values stay, which the DaemonSet documents.

@@ -81,9 +81,7 @@ fn proxy(flags: &ProxyFlags, cleanup: bool) -> Result<ExitCode> {
     let node_name = node::resolve(&cfg.hostname_override, node::host_name);
     if cleanup || flags.cleanup() {
         // Cleanup removes whatever is installed; it does not need to know the node.
-        let facts =
-            kproxy_core::NodeFacts::from_node(node_name.as_deref().unwrap_or_default(), None);
-        let cleaned = runtime.block_on(backend::cleanup_all(&cfg, &facts))?;
+        let cleaned = runtime.block_on(backend::cleanup_all(&cfg))?;
         tracing::info!(modes = ?cleaned, "cleanup done");
         return Ok(ExitCode::SUCCESS);
     }

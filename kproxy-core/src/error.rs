@@ -14,7 +14,7 @@ use crate::model::{ObjectKind, ObjectRef};
 pub enum Error {
     /// A Kubernetes object has a field kproxy cannot use; the object is skipped, the rest
     /// of the snapshot is still used.
-    #[error("{kind} {obj}: {field}: {reason}")]
+    #[error("{kind} {}: {field}: {reason}", .obj.escaped())]
     InvalidObject {
         /// What kind of object (Service, EndpointSlice, ...).
         kind: ObjectKind,

@@ -128,8 +128,8 @@ fn convert(doc: Value) -> Result<Option<Object>, Error> {
 }
 
 /// The error is about `kind` `ns/name`, names one of `fields` (the ones that were
-/// wrong), and puts the rest of the message on the object's own line: only the object
-/// name itself may carry a newline into a log line.
+/// wrong), and stays on one line: the object's name is printed escaped, so not even a
+/// name with a newline can split a log line.
 fn assert_names(e: &Error, kind: ObjectKind, ns: &str, name: &str, fields: &[String]) {
     let message = e.to_string();
     let Error::InvalidObject {
@@ -149,11 +149,11 @@ fn assert_names(e: &Error, kind: ObjectKind, ns: &str, name: &str, fields: &[Str
         "error names {field:?}, but the wrong fields were {fields:?}: {message}"
     );
     assert!(message.contains(field.as_str()), "{message}");
-    let rest = message.replacen(&obj.to_string(), "", 1);
     assert!(
-        !rest.contains('\n') && !rest.contains('\r'),
-        "an error message spans lines: {message:?}"
+        !message.chars().any(char::is_control),
+        "an error message carries a control character: {message:?}"
     );
+    assert!(message.contains(&obj.escaped().to_string()), "{message:?}");
 }
 
 // === Services ===

@@ -8,7 +8,10 @@
 mod names;
 mod objects;
 
-pub use names::{IpFamily, ObjectKind, ObjectRef, Protocol, ServicePortName};
+pub use names::{
+    Escaped, EscapedPortName, EscapedRef, IpFamily, ObjectKind, ObjectRef, Protocol,
+    ServicePortName,
+};
 pub use objects::{
     Endpoint, EndpointConditions, EndpointSlice, LoadBalancerIngress, Node, Service,
     ServicePortSpec, ServiceType, SessionAffinity, SlicePort, TrafficPolicy,

@@ -34,6 +34,71 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+impl ObjectRef {
+    /// `namespace/name` for logs and error messages: like `Display`, but with control
+    /// and bidirectional-formatting characters escaped (see [`Escaped`]), so a hostile
+    /// name can neither split a log line nor reorder what a terminal shows.
+    pub fn escaped(&self) -> EscapedRef<'_> {
+        EscapedRef(self)
+    }
+}
+
+/// [`ObjectRef::escaped`]'s display.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedRef<'a>(&'a ObjectRef);
+
+impl fmt::Display for EscapedRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.namespace.is_empty() {
+            Escaped(&self.0.name).fmt(f)
+        } else {
+            write!(
+                f,
+                "{}/{}",
+                Escaped(&self.0.namespace),
+                Escaped(&self.0.name)
+            )
+        }
+    }
+}
+
+/// Displays a string from the API with the characters that could forge or hide text
+/// escaped Rust-style (`\n`, `\u{202e}`), and backslashes doubled so the escaping is
+/// unambiguous. Every other character, including the whole of a valid Kubernetes name,
+/// prints as it is.
+///
+/// ```
+/// use kproxy_core::model::Escaped;
+///
+/// assert_eq!(Escaped("web").to_string(), "web");
+/// assert_eq!(Escaped("a\nINFO forged").to_string(), "a\\nINFO forged");
+/// assert_eq!(Escaped("\u{202e}evil").to_string(), "\\u{202e}evil");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for c in self.0.chars() {
+            if needs_escape(c) {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Control characters (C0, DEL, C1), the backslash, and the Unicode format characters
+/// that change how text around them is shown (bidi controls, zero-width characters).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || c == '\\'
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// The kinds of object kproxy reads, for error messages and events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ObjectKind {
@@ -202,5 +267,87 @@ impl fmt::Display for ServicePortName {
         } else {
             write!(f, "{}:{}", self.service, self.port)
         }
+    }
+}
+
+impl ServicePortName {
+    /// `ns/name:port` for logs and listings, with the names escaped as in
+    /// [`ObjectRef::escaped`].
+    pub fn escaped(&self) -> EscapedPortName<'_> {
+        EscapedPortName(self)
+    }
+}
+
+/// [`ServicePortName::escaped`]'s display.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedPortName<'a>(&'a ServicePortName);
+
+impl fmt::Display for EscapedPortName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.port.is_empty() {
+            write!(f, "{}", self.0.service.escaped())
+        } else {
+            write!(f, "{}:{}", self.0.service.escaped(), Escaped(&self.0.port))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Undoes [`Escaped`] for the characters it escapes; what a reader of the log can do.
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('0') => out.push('\0'),
+                Some('\\') => out.push('\\'),
+                Some('u') => {
+                    let hex: String = chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                    let code = u32::from_str_radix(&hex, 16).expect("escape_debug writes hex");
+                    out.push(char::from_u32(code).expect("escape_debug writes a char"));
+                }
+                other => panic!("unknown escape {other:?} in {s:?}"),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// Whatever the name, its escaped form has no control or bidi character, and
+        /// it can be read back: two different names never print the same.
+        #[test]
+        fn escaped_names_are_one_line_and_reversible(ns in any::<String>(), name in any::<String>(), port in any::<String>()) {
+            let text = Escaped(&name).to_string();
+            prop_assert!(!text.chars().any(needs_escape_except_backslash), "{text:?}");
+            prop_assert_eq!(unescape(&text), name.clone());
+            let spn = ServicePortName::new(ObjectRef::new(ns, name), port, Protocol::Tcp);
+            prop_assert!(!spn.escaped().to_string().chars().any(char::is_control));
+        }
+    }
+
+    fn needs_escape_except_backslash(c: char) -> bool {
+        c != '\\' && needs_escape(c)
+    }
+
+    #[test]
+    fn valid_names_print_unchanged() {
+        let spn = ServicePortName::new(
+            ObjectRef::new("kube-system", "kube-dns"),
+            "dns-tcp",
+            Protocol::Tcp,
+        );
+        assert_eq!(spn.escaped().to_string(), spn.to_string());
+        assert_eq!(spn.service.escaped().to_string(), "kube-system/kube-dns");
     }
 }

@@ -24,6 +24,9 @@ type FamilyLabel = [(&'static str, &'static str); 1];
 type PolicyLabels = [(&'static str, &'static str); 2];
 type CodeLabel = [(&'static str, String); 1];
 type TableLabels = [(&'static str, &'static str); 2];
+/// No labels: a family of these has no sample until the first value is known, as
+/// upstream's collector emits none while its nfacct counter cannot be read.
+type NoLabels = [(&'static str, &'static str); 0];
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 fn new_histogram() -> Histogram {
@@ -67,6 +70,8 @@ pub struct Metrics {
     iptables_partial_restore_failures: Family<FamilyLabel, Counter>,
     iptables_total: Family<TableLabels, Gauge>,
     iptables_last: Family<TableLabels, Gauge>,
+    iptables_ct_state_invalid_dropped: Family<NoLabels, Counter>,
+    iptables_localhost_nodeports_accepted: Family<NoLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,6 +111,8 @@ impl Metrics {
             iptables_partial_restore_failures: Family::default(),
             iptables_total: Family::default(),
             iptables_last: Family::default(),
+            iptables_ct_state_invalid_dropped: Family::default(),
+            iptables_localhost_nodeports_accepted: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -198,6 +205,18 @@ impl Metrics {
             "sync_proxy_rules_iptables_last",
             "Number of iptables rules written by kube-proxy in last sync",
             m.iptables_last.clone(),
+        );
+        // Upstream's custom collectors over the nfacct objects
+        // (`pkg/proxy/metrics/metrics.go`, `nfacctMetricsCollector`).
+        r.register(
+            "iptables_ct_state_invalid_dropped_packets",
+            "packets dropped by iptables to work around conntrack problems",
+            m.iptables_ct_state_invalid_dropped.clone(),
+        );
+        r.register(
+            "iptables_localhost_nodeports_accepted_packets",
+            "Number of packets accepted on nodeports of loopback interface",
+            m.iptables_localhost_nodeports_accepted.clone(),
         );
         r.register(
             "watch_errors",
@@ -308,6 +327,31 @@ impl Metrics {
         self.no_local_endpoints
             .get_or_create(&[("traffic_policy", "external"), ("ip_family", fam)])
             .set(gauge(m.no_local_external));
+    }
+
+    /// The packet counts of the iptables backend's nfacct objects, by object name
+    /// (`ct_state_invalid_dropped_pkts`, `localhost_nps_accepted_pkts`), read from the
+    /// kernel. A counter missing from `packets` keeps its last value (none before the
+    /// first read); one the kernel reset (recreated object) resumes once it passes it.
+    pub fn iptables_nfacct(&self, packets: &std::collections::BTreeMap<&str, u64>) {
+        for (name, counter) in [
+            (
+                kproxy_iptables::nfacct::CT_STATE_INVALID_DROPPED,
+                &self.iptables_ct_state_invalid_dropped,
+            ),
+            (
+                kproxy_iptables::nfacct::LOCALHOST_NODEPORTS_ACCEPTED,
+                &self.iptables_localhost_nodeports_accepted,
+            ),
+        ] {
+            if let Some(&n) = packets.get(name) {
+                let c = counter.get_or_create(&[]);
+                let seen = c.get();
+                if n > seen {
+                    c.inc_by(n - seen);
+                }
+            }
+        }
     }
 
     /// A sync failed.
@@ -431,5 +475,31 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn nfacct_counters_appear_once_read_and_follow_the_kernel() {
+        let m = Metrics::new();
+        let sample = |text: &str, name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .map(str::to_owned)
+        };
+        let ct = "kubeproxy_iptables_ct_state_invalid_dropped_packets_total";
+        let lo = "kubeproxy_iptables_localhost_nodeports_accepted_packets_total";
+        let text = m.encode();
+        assert_eq!(sample(&text, ct), None, "no sample before a read");
+        let mut read = std::collections::BTreeMap::new();
+        read.insert("ct_state_invalid_dropped_pkts", 0u64);
+        read.insert("localhost_nps_accepted_pkts", 5u64);
+        m.iptables_nfacct(&read);
+        read.insert("localhost_nps_accepted_pkts", 9);
+        m.iptables_nfacct(&read);
+        let text = m.encode();
+        assert_eq!(sample(&text, ct), Some(format!("{ct} 0")));
+        assert_eq!(sample(&text, lo), Some(format!("{lo} 9")));
+        assert!(text.contains(
+            "# HELP kubeproxy_iptables_localhost_nodeports_accepted_packets Number of packets accepted on nodeports of loopback interface.\n# TYPE kubeproxy_iptables_localhost_nodeports_accepted_packets counter\n"
+        ), "{text}");
     }
 }

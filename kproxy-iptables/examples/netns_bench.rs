@@ -8,7 +8,9 @@
 //! [`IptablesProxier`] (plan + jump rules + iptables-save + iptables-restore), the bare
 //! `iptables-restore` of the same text into a second fresh namespace, and a partial sync
 //! after one endpoint change; prints ratios and the process's peak RSS. The namespaces
-//! are deleted on exit, also on error. `KPROXY_BENCH_BACKEND=legacy|nft` picks the
+//! are deleted on exit, also on error. With iptables-nft the proxier writes large
+//! plans in batches (`PlanConfig::restore_batch_lines`); the reference is still one
+//! `iptables-restore` of the whole text, as upstream loads it. `KPROXY_BENCH_BACKEND=legacy|nft` picks the
 //! iptables flavour (default: plain `iptables-restore`).
 
 use std::io::Write;
@@ -101,9 +103,12 @@ fn main() -> Result<(), String> {
         args.first().copied().unwrap_or(10_000),
         args.get(1).copied().unwrap_or(10),
     );
-    let id = std::process::id();
-    let a = Ns::new(format!("kp-bench-{id}-a"))?;
-    let b = Ns::new(format!("kp-bench-{id}-b"))?;
+    // bench/iptables.sh passes a prefix it deletes on exit, also after a timeout kills
+    // this process before its `Drop`s run.
+    let prefix = std::env::var("KPROXY_BENCH_NS")
+        .unwrap_or_else(|_| format!("kp-bench-{}", std::process::id()));
+    let a = Ns::new(format!("{prefix}-a"))?;
+    let b = Ns::new(format!("{prefix}-b"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,6 +141,15 @@ fn main() -> Result<(), String> {
     let full_time = start.elapsed();
 
     let raw_time = raw_restore(&b.0, &text)?;
+    let restores = proxier
+        .plan_config_mut(IpFamily::V4)
+        .map(|c| {
+            plan(&map, &ChangeSet::full(), &node, c, IpFamily::V4, None)
+                .batches
+                .len()
+                + 1
+        })
+        .unwrap_or(1);
 
     let mut after = snap.clone();
     after.apply(Object::EndpointSlice(synth::slice(n / 2, k, 1)));
@@ -153,7 +167,7 @@ fn main() -> Result<(), String> {
         text.len() / 1024
     );
     println!("plan only (full):               {plan_time:>10.3?}");
-    println!("kproxy full sync (all steps):   {full_time:>10.3?}");
+    println!("kproxy full sync (all steps):   {full_time:>10.3?}  ({restores} restores)");
     println!("iptables-restore alone:         {raw_time:>10.3?}");
     println!(
         "  full sync / restore alone:    {:>10.2}x",

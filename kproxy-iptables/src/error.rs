@@ -76,15 +76,27 @@ pub enum Error {
         /// Its standard error, trimmed.
         stderr: String,
     },
-    /// A command did not finish in time.
-    #[error("{family}: {command} timed out after {seconds}s")]
+    /// A command did not finish in time; it was killed, with its process group.
+    #[error("{family}: {command} timed out after {timeout:?}, killed")]
     Timeout {
         /// The family whose tool was run.
         family: IpFamily,
         /// The command line.
         command: String,
         /// The time limit.
-        seconds: u64,
+        timeout: std::time::Duration,
+    },
+    /// An nfnetlink accounting (nfacct) request failed: the kernel refused it (the
+    /// source's raw OS error is the errno), or the socket or its namespace did not work.
+    #[error("nfacct: {op} {name:?}")]
+    Nfacct {
+        /// What was asked: "create", "read".
+        op: &'static str,
+        /// The counter's name.
+        name: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
     },
     /// A failure injected by the recording executor.
     #[error("injected failure: {0}")]

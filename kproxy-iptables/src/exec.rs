@@ -1,9 +1,11 @@
 //! The side effects: running `iptables-restore`, `iptables-save`, single `iptables`
-//! commands and `conntrack`, behind the small [`Executor`] trait, with a real
-//! implementation ([`RealExecutor`]) and a recording fake for tests.
+//! commands and `conntrack`, and the nfacct netlink requests, behind the small
+//! [`Executor`] trait, with a real implementation ([`RealExecutor`]) and a recording
+//! fake for tests.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+mod netlink;
 mod real;
 
 use kproxy_core::StaleFlow;
@@ -12,6 +14,7 @@ use kproxy_core::model::IpFamily;
 pub use real::{Backend, RealExecutor, detect_backend, supports_random_fully};
 
 use crate::error::Result;
+use crate::nfacct::Counter;
 use crate::plan::Table;
 
 /// How `iptables-restore` is run.
@@ -74,4 +77,12 @@ pub trait Executor: Send + Sync {
 
     /// `iptables --version` output, trimmed (for example `iptables v1.8.9 (nf_tables)`).
     async fn version(&self, family: IpFamily) -> Result<String>;
+
+    /// Creates the nfacct accounting object `name` unless it exists (upstream
+    /// `nfacct.Ensure`). Accounting objects belong to the network namespace, not to an
+    /// IP family.
+    async fn ensure_nfacct(&self, name: &str) -> Result<()>;
+
+    /// The packets and bytes counted so far by the nfacct object `name`.
+    async fn read_nfacct(&self, name: &str) -> Result<Counter>;
 }

@@ -10,7 +10,10 @@
 //!   module docs for how partial syncs avoid rewriting shared chains);
 //! - [`ruleset::Ruleset`] parses that input into a model and applies `--noflush`
 //!   restores to it; [`trace::trace_packet`] follows a packet through the model;
-//! - [`exec::Executor`] runs `iptables-restore`, `iptables-save` and `conntrack`;
+//! - [`exec::Executor`] runs `iptables-restore`, `iptables-save` and `conntrack`, and
+//!   creates and reads upstream's nfacct counters over nfnetlink ([`nfacct`], no
+//!   `nfacct` binary); a command that outlives its time limit is killed with its
+//!   process group;
 //! - [`IptablesProxier`] implements [`kproxy_core::Proxier`] on top of them.
 //!
 //! For the binary: [`render_plan`] prints what a full sync loads, [`trace()`] explains
@@ -59,6 +62,7 @@
 pub mod chains;
 mod error;
 pub mod exec;
+pub mod nfacct;
 pub mod plan;
 pub mod proxier;
 pub mod ruleset;

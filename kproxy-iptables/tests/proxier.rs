@@ -263,3 +263,130 @@ async fn cleanup_removes_everything_but_kubelets_chain() {
     assert!(stats.full);
     assert_eq!(to_svc(&p), "10.180.0.1:80");
 }
+
+/// The deleted-conntrack-flow calls since the last restore.
+fn flows_after_last_restore(p: &IptablesProxier<RecordingExecutor>) -> Vec<kproxy_core::StaleFlow> {
+    let calls = p.executor().calls();
+    let last = calls
+        .iter()
+        .rposition(|c| matches!(c, Call::Restore { .. }))
+        .unwrap();
+    calls[last..]
+        .iter()
+        .filter_map(|c| match c {
+            Call::DeleteFlows(f) => Some(*f),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn failed_syncs_lose_no_change_made_in_between() {
+    let node = upstream_node();
+    let udp = |eps: &[&str]| map_of(&yaml(eps, "UDP"), TEST_NODE);
+    let mut p = proxier();
+    let m1 = udp(&["10.180.0.1", "10.180.0.2"]);
+    p.sync(&m1, &ChangeSet::full(), &node).await.unwrap();
+    let good = p.executor().model(IpFamily::V4);
+
+    // m1 -> m2 drops an endpoint; the restore fails: the kernel keeps m1's rules and
+    // nothing is deleted from conntrack yet.
+    let m2 = udp(&["10.180.0.1"]);
+    let c12 = ChangeSet::between(&m1, &m2);
+    assert!(!c12.stale_flows.is_empty());
+    p.executor().fail_next.store(true, Ordering::SeqCst);
+    assert!(p.sync(&m2, &c12, &node).await.is_err());
+    assert_eq!(p.executor().model(IpFamily::V4), good);
+    assert!(
+        !p.executor()
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::DeleteFlows(_)))
+    );
+
+    // The caller only passes the newest delta (m2 -> m3, an endpoint added), as a
+    // vendor's loop may: the proxier still programs everything and deletes m1 -> m2's
+    // stale flows.
+    let m3 = udp(&["10.180.0.1", "10.180.0.3"]);
+    let stats = p
+        .sync(&m3, &ChangeSet::between(&m2, &m3), &node)
+        .await
+        .unwrap();
+    assert!(stats.full, "the sync after a failure is full");
+    let mut fresh = proxier();
+    fresh.sync(&m3, &ChangeSet::full(), &node).await.unwrap();
+    assert_eq!(
+        p.executor().model(IpFamily::V4),
+        fresh.executor().model(IpFamily::V4),
+        "the kernel holds exactly m3's rules"
+    );
+    assert_eq!(flows_after_last_restore(&p), c12.stale_flows);
+    let m = p.metrics(IpFamily::V4).unwrap();
+    assert_eq!(
+        (m.restore_failures, m.partial_restore_failures, m.full_syncs),
+        (1, 1, 2)
+    );
+
+    // An endpoint that failed to go and came back is not cut off afterwards.
+    p.executor().fail_next.store(true, Ordering::SeqCst);
+    let m4 = udp(&["10.180.0.1"]);
+    assert!(
+        p.sync(&m4, &ChangeSet::between(&m3, &m4), &node)
+            .await
+            .is_err()
+    );
+    p.sync(&m3, &ChangeSet::between(&m4, &m3), &node)
+        .await
+        .unwrap();
+    assert_eq!(flows_after_last_restore(&p), vec![]);
+}
+
+#[tokio::test]
+async fn full_syncs_ensure_the_nfacct_counters_and_the_rules_count_into_them() {
+    let node = upstream_node();
+    let mut p = proxier();
+    assert!(p.nfacct_packets().await.is_empty(), "nothing before a sync");
+    p.sync(&map(&["10.180.0.1"]), &ChangeSet::full(), &node)
+        .await
+        .unwrap();
+    let calls = p.executor().calls();
+    for name in kproxy_iptables::nfacct::COUNTERS {
+        assert!(calls.contains(&Call::EnsureNfacct(name.into())), "{name}");
+    }
+    let (_, text) = p.executor().restores().pop().unwrap();
+    assert!(text.contains(
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP"
+    ), "{text}");
+    assert!(
+        text.contains("-d 127.0.0.0/8 --dport 3001 -m nfacct --nfacct-name localhost_nps_accepted_pkts -j KUBE-EXT-"),
+        "{text}"
+    );
+    p.executor()
+        .set_nfacct("localhost_nps_accepted_pkts", 7, 420);
+    let read = p.nfacct_packets().await;
+    assert_eq!(read.get("localhost_nps_accepted_pkts"), Some(&7));
+    assert_eq!(read.get("ct_state_invalid_dropped_pkts"), Some(&0));
+}
+
+#[tokio::test]
+async fn without_nfacct_the_rules_go_without_it_and_nothing_is_read() {
+    let node = upstream_node();
+    let mut p = proxier();
+    p.executor().no_nfacct.store(true, Ordering::SeqCst);
+    p.sync(&map(&["10.180.0.1"]), &ChangeSet::full(), &node)
+        .await
+        .unwrap();
+    let (_, text) = p.executor().restores().pop().unwrap();
+    assert!(!text.contains("nfacct"), "{text}");
+    assert!(text.contains("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"));
+    assert!(p.nfacct_packets().await.is_empty());
+    assert_eq!(to_svc(&p), "10.180.0.1:80");
+    // Once creation works (module loaded), the next full sync uses the counters.
+    p.executor().no_nfacct.store(false, Ordering::SeqCst);
+    p.request_full_sync();
+    p.sync(&map(&["10.180.0.1"]), &ChangeSet::default(), &node)
+        .await
+        .unwrap();
+    let (_, text) = p.executor().restores().pop().unwrap();
+    assert!(text.contains("--nfacct-name ct_state_invalid_dropped_pkts"));
+}

@@ -49,7 +49,8 @@ impl<E: Executor> Proxier for Exported<E> {
     }
 
     /// Checks the canary, syncs, then exports the counters whether the sync failed or
-    /// not (failures are what `restore_failures_total` counts).
+    /// not (failures are what `restore_failures_total` counts), and the nfacct packet
+    /// counters read from the kernel.
     async fn sync(
         &mut self,
         map: &ServiceMap,
@@ -70,6 +71,8 @@ impl<E: Executor> Proxier for Exported<E> {
         }
         let result = self.inner.sync(map, changes, node).await;
         self.export();
+        let packets = self.inner.nfacct_packets().await;
+        self.metrics.iptables_nfacct(&packets);
         result
     }
 
@@ -205,6 +208,45 @@ endpoints: [{ addresses: [10.244.1.5], nodeName: node-b }]
             text.contains(
                 "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"} 1\n"
             ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nfacct_packet_counters_are_read_after_each_sync() {
+        let (map, node, mut p, metrics) = setup();
+        p.sync(&map, &ChangeSet::full(), &node).await.unwrap();
+        let text = metrics.encode();
+        assert!(
+            text.contains("kubeproxy_iptables_localhost_nodeports_accepted_packets_total 0\n"),
+            "{text}"
+        );
+        p.inner()
+            .executor()
+            .set_nfacct("ct_state_invalid_dropped_pkts", 4, 240);
+        p.inner()
+            .executor()
+            .set_nfacct("localhost_nps_accepted_pkts", 2, 120);
+        p.sync(&map, &ChangeSet::default(), &node).await.unwrap();
+        let text = metrics.encode();
+        assert!(
+            text.contains("kubeproxy_iptables_ct_state_invalid_dropped_packets_total 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeproxy_iptables_localhost_nodeports_accepted_packets_total 2\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_nfacct_no_packet_counter_is_exported() {
+        let (map, node, mut p, metrics) = setup();
+        p.inner().executor().no_nfacct.store(true, Ordering::SeqCst);
+        p.sync(&map, &ChangeSet::full(), &node).await.unwrap();
+        let text = metrics.encode();
+        assert!(
+            !text.contains("kubeproxy_iptables_ct_state_invalid_dropped_packets_total "),
             "{text}"
         );
     }

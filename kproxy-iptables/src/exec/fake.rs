@@ -1,7 +1,7 @@
 //! [`RecordingExecutor`]: records every call and applies restores to an in-memory
 //! [`Ruleset`] per family, so tests can trace packets through what "the kernel" holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -10,6 +10,7 @@ use kproxy_core::model::IpFamily;
 
 use super::{Executor, RestoreFlags};
 use crate::error::{Error, Result};
+use crate::nfacct::Counter;
 use crate::plan::Table;
 use crate::ruleset::Ruleset;
 
@@ -39,18 +40,27 @@ pub enum Call {
     DeleteFlows(StaleFlow),
     /// `iptables --version`.
     Version(IpFamily),
+    /// nfacct NEW.
+    EnsureNfacct(String),
+    /// nfacct GET.
+    ReadNfacct(String),
 }
 
 /// Records calls, keeps a model of each family's tables. `fail_next` makes the next
 /// restore fail without changing the model, as a failed `iptables-restore` leaves the
-/// kernel unchanged.
+/// kernel unchanged. Like the kernel, a restore whose rules name an nfacct object that
+/// does not exist fails; `no_nfacct` makes creating them fail (no `nfnetlink_acct`,
+/// no permission).
 #[derive(Debug, Default)]
 pub struct RecordingExecutor {
     /// Every call, oldest first.
     pub calls: Mutex<Vec<Call>>,
     /// Fail the next restore.
     pub fail_next: AtomicBool,
+    /// nfacct objects cannot be created.
+    pub no_nfacct: AtomicBool,
     models: Mutex<BTreeMap<IpFamily, Ruleset>>,
+    nfacct: Mutex<BTreeMap<String, Counter>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +99,23 @@ impl RecordingExecutor {
             .collect()
     }
 
+    /// Sets the counters of nfacct object `name` (creating it), as packets would.
+    pub fn set_nfacct(&self, name: &str, packets: u64, bytes: u64) {
+        lock(&self.nfacct).insert(
+            name.to_owned(),
+            Counter {
+                name: name.to_owned(),
+                packets,
+                bytes,
+            },
+        );
+    }
+
+    /// The nfacct objects that exist.
+    pub fn nfacct_names(&self) -> BTreeSet<String> {
+        lock(&self.nfacct).keys().cloned().collect()
+    }
+
     fn record(&self, c: Call) {
         lock(&self.calls).push(c);
     }
@@ -109,6 +136,17 @@ impl Executor for RecordingExecutor {
         });
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err(Error::Injected("iptables-restore".into()));
+        }
+        let mut words = text.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "--nfacct-name"
+                && let Some(name) = words.next()
+                && !lock(&self.nfacct).contains_key(name)
+            {
+                return Err(Error::Injected(format!(
+                    "iptables-restore: nfacct object {name} does not exist"
+                )));
+            }
         }
         self.with_model(family, |m| {
             let mut next = m.clone();
@@ -176,5 +214,36 @@ impl Executor for RecordingExecutor {
     async fn version(&self, family: IpFamily) -> Result<String> {
         self.record(Call::Version(family));
         Ok("iptables v1.8.9 (nf_tables)".into())
+    }
+
+    async fn ensure_nfacct(&self, name: &str) -> Result<()> {
+        self.record(Call::EnsureNfacct(name.to_owned()));
+        if self.no_nfacct.load(Ordering::SeqCst) {
+            return Err(Error::Nfacct {
+                op: "create",
+                name: name.to_owned(),
+                source: std::io::Error::from_raw_os_error(93), // EPROTONOSUPPORT
+            });
+        }
+        lock(&self.nfacct)
+            .entry(name.to_owned())
+            .or_insert_with(|| Counter {
+                name: name.to_owned(),
+                packets: 0,
+                bytes: 0,
+            });
+        Ok(())
+    }
+
+    async fn read_nfacct(&self, name: &str) -> Result<Counter> {
+        self.record(Call::ReadNfacct(name.to_owned()));
+        lock(&self.nfacct)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Nfacct {
+                op: "read",
+                name: name.to_owned(),
+                source: std::io::Error::from_raw_os_error(2), // ENOENT
+            })
     }
 }

@@ -1,15 +1,19 @@
 //! [`RealExecutor`]: runs the iptables and conntrack binaries with `tokio::process`.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use kproxy_core::model::IpFamily;
 use kproxy_core::{FlowTarget, StaleFlow};
-use tokio::io::AsyncWriteExt;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Executor, RestoreFlags};
+use super::{Executor, RestoreFlags, netlink};
 use crate::error::{Error, Result};
+use crate::nfacct::Counter;
 use crate::plan::Table;
 
 /// Which iptables flavour to run.
@@ -62,7 +66,8 @@ impl RealExecutor {
         }
     }
 
-    /// Runs every command behind `prefix` (e.g. `ip netns exec NS`).
+    /// Runs every command behind `prefix` (e.g. `ip netns exec NS`). With `ip netns
+    /// exec NS` the nfacct netlink requests go to namespace `NS` too.
     #[must_use]
     pub fn with_prefix(mut self, prefix: Vec<String>) -> Self {
         self.prefix = prefix;
@@ -76,6 +81,26 @@ impl RealExecutor {
         self
     }
 
+    /// The network namespace the prefix runs commands in (`ip netns exec NAME ...`):
+    /// netlink requests (nfacct) go there too. `None` means the current namespace.
+    pub fn netns(&self) -> Option<PathBuf> {
+        match self.prefix.as_slice() {
+            [ip, netns, exec, name, ..] if ip == "ip" && netns == "netns" && exec == "exec" => {
+                Some(PathBuf::from("/run/netns").join(name))
+            }
+            _ => None,
+        }
+    }
+
+    /// Deletes the nfacct object `name` (`EBUSY` while a rule uses it). Cleanup and
+    /// tests; syncs never delete counters.
+    pub async fn delete_nfacct(&self, name: &str) -> Result<()> {
+        netlink::delete(self.netns(), name).await
+    }
+
+    /// Runs `program args` (behind the prefix), feeding it `stdin`. The child leads its
+    /// own process group; when the time limit passes the whole group is killed (a
+    /// wrapper's children too) and the child reaped before this returns.
     async fn run(
         &self,
         family: IpFamily,
@@ -96,6 +121,7 @@ impl RealExecutor {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         let spawn_err = |source| Error::Spawn {
             family,
@@ -103,26 +129,48 @@ impl RealExecutor {
             source,
         };
         let mut child = cmd.spawn().map_err(spawn_err)?;
+        let pid = child.id();
+        let (pipe_in, pipe_out, pipe_err) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let work = async {
-            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                pipe.write_all(text.as_bytes()).await?;
-                pipe.shutdown().await?;
-            }
-            child.wait_with_output().await
+            let feed = async {
+                if let (Some(text), Some(mut pipe)) = (stdin, pipe_in) {
+                    // A child that exits without reading all of its input (a missing
+                    // binary behind `env`, an early error) closes the pipe: its exit
+                    // status and stderr say why, not this EPIPE.
+                    match pipe.write_all(text.as_bytes()).await {
+                        Ok(()) => pipe.shutdown().await.or_else(ignore_broken_pipe)?,
+                        Err(e) => ignore_broken_pipe(e)?,
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            let (fed, stdout, stderr) = tokio::join!(feed, read_all(pipe_out), read_all(pipe_err));
+            fed?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>(Output {
+                status,
+                stdout: String::from_utf8_lossy(&stdout?).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr?).trim().to_owned(),
+            })
         };
-        let out = tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| Error::Timeout {
-                family,
-                command: command.clone(),
-                seconds: self.timeout.as_secs(),
-            })?
-            .map_err(spawn_err)?;
-        Ok(Output {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(out) => out.map_err(spawn_err),
+            Err(_) => {
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    // The group's id is the child's pid (`process_group(0)`).
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                let _ = child.start_kill();
+                // SIGKILL cannot be ignored: the wait is short, and reaps the child.
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                Err(Error::Timeout {
+                    family,
+                    command,
+                    timeout: self.timeout,
+                })
+            }
+        }
     }
 
     fn fail(family: IpFamily, program: &str, args: &[String], out: &Output) -> Error {
@@ -145,6 +193,46 @@ impl RealExecutor {
     }
 }
 
+/// Multi-line tool output as one log-friendly line.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(l);
+    }
+    out
+}
+
+/// The input line an `iptables-restore` error names (`line 9: RULE_APPEND failed ...`
+/// from iptables-nft, `line 9 failed` from iptables-legacy).
+fn failed_line(stderr: &str) -> Option<usize> {
+    stderr.match_indices("line ").find_map(|(i, w)| {
+        let digits: String = stderr[i + w.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    })
+}
+
+fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+async fn read_all(pipe: Option<impl AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        p.read_to_end(&mut buf).await?;
+    }
+    Ok(buf)
+}
+
 fn table_args(table: Table, rest: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = ["-w", "5", "-t", table.as_str()].map(String::from).to_vec();
     a.extend(rest.iter().map(|s| (*s).to_owned()));
@@ -163,8 +251,15 @@ impl Executor for RealExecutor {
             args.push("--counters".into());
         }
         args.extend(["-w".into(), "5".into()]);
-        let out = self.run(family, &program, &args, Some(text)).await?;
+        let mut out = self.run(family, &program, &args, Some(text)).await?;
         if !out.status.success() {
+            // Like upstream's restore-failure log: quote the input line the tool names.
+            out.stderr = one_line(&out.stderr);
+            if let Some(n) = failed_line(&out.stderr)
+                && let Some(l) = n.checked_sub(1).and_then(|i| text.lines().nth(i))
+            {
+                out.stderr.push_str(&format!("; input line {n}: {l}"));
+            }
             return Err(Self::fail(family, &program, &args, &out));
         }
         Ok(())
@@ -281,6 +376,14 @@ impl Executor for RealExecutor {
         }
         Ok(out.stdout.trim().to_owned())
     }
+
+    async fn ensure_nfacct(&self, name: &str) -> Result<()> {
+        netlink::ensure(self.netns(), name).await
+    }
+
+    async fn read_nfacct(&self, name: &str) -> Result<Counter> {
+        netlink::read(self.netns(), name).await
+    }
 }
 
 /// `conntrack -D` arguments for a stale flow (upstream ≤1.30 `pkg/util/conntrack`):
@@ -383,6 +486,19 @@ mod tests {
         assert_eq!(
             conntrack_args(&np).join(" "),
             "-D -p udp -f ipv6 --dport 30053"
+        );
+    }
+
+    #[test]
+    fn restore_errors_name_the_failed_input_line() {
+        assert_eq!(
+            failed_line("iptables-restore v1.8.9 (nf_tables): ; line 9: RULE_APPEND failed"),
+            Some(9)
+        );
+        assert_eq!(failed_line("iptables-restore: line 12 failed"), Some(12));
+        assert_eq!(
+            failed_line("Another app is currently holding the xtables lock."),
+            None
         );
     }
 

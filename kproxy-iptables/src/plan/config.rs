@@ -106,6 +106,11 @@ pub struct PlanConfig {
     /// The nfacct counters exist: add `-m nfacct` to the INVALID drop and the localhost
     /// node port rules, as upstream does when they do.
     pub nfacct: bool,
+    /// Split a restore whose per-service chains exceed this many lines into batches
+    /// (see [`Plan::batches`](super::Plan::batches)). The proxier sets it for
+    /// iptables-nft, whose restore time grows faster than linearly with its input;
+    /// `None` (the default) writes one restore, as upstream does.
+    pub restore_batch_lines: Option<usize>,
 }
 
 impl PlanConfig {
@@ -121,6 +126,7 @@ impl PlanConfig {
             tcp_be_liberal: false,
             random_fully: false,
             nfacct: false,
+            restore_batch_lines: None,
         }
     }
 
@@ -161,6 +167,7 @@ impl PlanConfig {
             tcp_be_liberal: cfg.conntrack.tcp_be_liberal,
             random_fully: false,
             nfacct: false,
+            restore_batch_lines: None,
         })
     }
 

@@ -11,6 +11,7 @@ use crate::chains::{
     KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
     KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
+use crate::nfacct::CT_STATE_INVALID_DROPPED;
 
 /// A rule in a built-in chain that jumps to one of ours. Upstream ensures each with
 /// `iptables -C` / `iptables -I <chain>` (prepend) on full syncs, in this order, so the
@@ -252,9 +253,9 @@ pub fn global_rules(cfg: &PlanConfig, node: &NodeFacts, family: IpFamily) -> Glo
     }
     if !cfg.tcp_be_liberal {
         let nfacct = if cfg.nfacct {
-            " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts"
+            format!(" -m nfacct --nfacct-name {CT_STATE_INVALID_DROPPED}")
         } else {
-            ""
+            String::new()
         };
         g.filter_tail.push((
             KUBE_FORWARD,

@@ -31,6 +31,16 @@
 //! state, the previous state came from `iptables-save` (no rule detail), the fixed rules
 //! changed (config or node addresses) or large-cluster mode flipped (comments change).
 //!
+//! # Batches (iptables-nft)
+//! iptables-nft-restore's time grows much faster than its input: on this project's
+//! machine 100 services (4 200 lines) restore in 0.1 s, 1 000 in 6.3 s, 2 000 in 57 s,
+//! while a small restore into a table of 2 000 services takes 9 ms. With
+//! [`PlanConfig::restore_batch_lines`] set, a plan writes the own chains of its service
+//! ports as a series of [`Plan::batches`] of whole ports, and `text` keeps the rest (the
+//! filter table, the shared nat chains, the deletions). Every state between batches is
+//! one a sequence of partial syncs could have produced, so traffic is never cut; a batch
+//! that fails stops the sync, and the next full sync starts over.
+//!
 //! The runner asks for a full sync periodically and after any failure (a failed restore
 //! leaves the old rules in place: iptables-restore commits each table atomically).
 
@@ -232,7 +242,17 @@ pub struct Plan {
     pub family: IpFamily,
     /// Whether this is a full sync (then the jump rules are ensured too).
     pub full: bool,
-    /// `*filter … COMMIT\n*nat … COMMIT\n`, for `iptables-restore --noflush`.
+    /// Restore inputs to apply, in order, before [`text`](Self::text) (empty unless
+    /// [`PlanConfig::restore_batch_lines`] asked for batches and the plan is larger).
+    /// Each is a `*nat … COMMIT` that declares and writes the own chains of whole
+    /// service ports (plus `KUBE-MARK-MASQ`, which they jump to), so that every state
+    /// between two batches is one a sequence of partial syncs could have produced: a
+    /// port's chains are either all old or all new, new chains are not referenced yet,
+    /// and chains to delete are still in place until `text` removes their last jump.
+    pub batches: Vec<String>,
+    /// `*filter … COMMIT\n*nat … COMMIT\n`, for `iptables-restore --noflush`: the
+    /// whole plan, or with [`batches`](Self::batches) what is left after them (every
+    /// filter rule, the shared nat chains and the deletions).
     pub text: String,
     /// Numbers for logs and metrics.
     pub stats: PlanStats,
@@ -242,7 +262,15 @@ pub struct Plan {
 impl Plan {
     /// Whether the restore would change nothing (a partial plan with no changes).
     pub fn is_noop(&self) -> bool {
-        !self.full && self.text == "*filter\nCOMMIT\n*nat\nCOMMIT\n"
+        !self.full && self.batches.is_empty() && self.text == "*filter\nCOMMIT\n*nat\nCOMMIT\n"
+    }
+
+    /// The restore inputs in the order they must be applied: the batches, then `text`.
+    pub fn restores(&self) -> impl Iterator<Item = &str> {
+        self.batches
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(self.text.as_str()))
     }
 
     /// The state after this plan was applied on top of `prev`.
@@ -294,10 +322,98 @@ pub fn plan(
                 && p.large_cluster == large_cluster
                 && p.globals == globals =>
         {
-            plan_partial(map, changes, &cx, family, p)
+            plan_partial(map, changes, &cx, family, p, &globals)
         }
         _ => plan_full(map, &cx, family, globals, prev),
     }
+}
+
+/// Writes the own chains of service ports into `*nat` restores of about `max_lines`
+/// lines each, never splitting a port (its SVC chain jumps to its SEP chains, which
+/// must exist in the same transaction or before).
+struct Batches {
+    max_lines: usize,
+    /// The head of every batch: `KUBE-MARK-MASQ` declared and written, since per-service
+    /// chains jump to it and it may not exist yet (first sync). Rewriting it in the
+    /// same transaction is atomic, so it never stands empty.
+    head: String,
+    done: Vec<String>,
+    declare: String,
+    rules: String,
+    lines: usize,
+}
+
+impl Batches {
+    fn new(max_lines: usize, globals: &GlobalRules) -> Self {
+        let mut head = String::from("*nat\n");
+        line(&mut head, format_args!(":{KUBE_MARK_MASQ} - [0:0]"));
+        for (chain, spec) in globals
+            .nat_head
+            .iter()
+            .filter(|(c, _)| *c == KUBE_MARK_MASQ)
+        {
+            line(&mut head, format_args!("-A {chain} {spec}"));
+        }
+        Batches {
+            max_lines,
+            head,
+            done: Vec::new(),
+            declare: String::new(),
+            rules: String::new(),
+            lines: 0,
+        }
+    }
+
+    /// Adds one port's chains; returns how many rules they hold.
+    fn add_port(&mut self, chains: &[ChainRules]) -> usize {
+        let mut written = 0;
+        for c in chains {
+            line(&mut self.declare, format_args!(":{} - [0:0]", c.name));
+            for spec in &c.rules {
+                line(&mut self.rules, format_args!("-A {} {spec}", c.name));
+                written += 1;
+            }
+            self.lines += 1 + c.rules.len();
+        }
+        if self.lines >= self.max_lines {
+            self.close();
+        }
+        written
+    }
+
+    fn close(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        let mut b =
+            String::with_capacity(self.head.len() + self.declare.len() + self.rules.len() + 8);
+        b.push_str(&self.head);
+        b.push_str(&std::mem::take(&mut self.declare));
+        b.push_str(&std::mem::take(&mut self.rules));
+        b.push_str("COMMIT\n");
+        self.done.push(b);
+        self.lines = 0;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.close();
+        self.done
+    }
+}
+
+/// Lines of per-service chains (declarations and rules) of `ports`.
+fn chain_lines<'a>(ports: impl Iterator<Item = &'a PortRules>) -> usize {
+    ports
+        .flat_map(|r| &r.chains)
+        .map(|c| 1 + c.rules.len())
+        .sum()
+}
+
+/// The batch writer when `cfg` asks for batches and `lines` is more than a batch.
+fn batches_for(cfg: &PlanConfig, lines: usize, globals: &GlobalRules) -> Option<Batches> {
+    cfg.restore_batch_lines
+        .filter(|&max| lines > max)
+        .map(|max| Batches::new(max.max(1), globals))
 }
 
 fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
@@ -334,6 +450,7 @@ fn plan_full(
         None => Vec::new(),
     };
 
+    let mut batches = batches_for(cx.cfg, chain_lines(ports.iter().map(|(_, r)| r)), &globals);
     let mut written = RuleCounts::default();
     let mut out = String::with_capacity(256 + ports.len() * 1024);
     out.push_str("*filter\n");
@@ -372,9 +489,11 @@ fn plan_full(
     ] {
         line(&mut out, format_args!(":{c} - [0:0]"));
     }
-    for (_, r) in &ports {
-        for c in &r.chains {
-            line(&mut out, format_args!(":{} - [0:0]", c.name));
+    if batches.is_none() {
+        for (_, r) in &ports {
+            for c in &r.chains {
+                line(&mut out, format_args!(":{} - [0:0]", c.name));
+            }
         }
     }
     for c in &stale {
@@ -388,6 +507,10 @@ fn plan_full(
         for t in r.top.iter().filter(|t| t.table == Table::Nat) {
             line(&mut out, format_args!("-A {} {}", t.chain, t.spec));
             written.nat += 1;
+        }
+        if let Some(b) = &mut batches {
+            written.nat += b.add_port(&r.chains);
+            continue;
         }
         for c in &r.chains {
             for spec in &c.rules {
@@ -419,6 +542,7 @@ fn plan_full(
     Plan {
         family,
         full: true,
+        batches: batches.map(Batches::finish).unwrap_or_default(),
         text: out,
         stats: PlanStats {
             written,
@@ -436,6 +560,7 @@ fn plan_partial(
     cx: &Ctx<'_>,
     family: IpFamily,
     prev: &PlanState,
+    globals: &GlobalRules,
 ) -> Plan {
     let keys: BTreeSet<&ServicePortName> = changes
         .added
@@ -445,6 +570,15 @@ fn plan_partial(
         .filter(|(f, _)| *f == family)
         .map(|(_, n)| n)
         .collect();
+    let rules: Vec<(&ServicePortName, Option<PortRules>)> = keys
+        .into_iter()
+        .map(|name| (name, map.get(family, name).map(|p| port::port_rules(p, cx))))
+        .collect();
+    let mut batches = batches_for(
+        cx.cfg,
+        chain_lines(rules.iter().filter_map(|(_, r)| r.as_ref())),
+        globals,
+    );
 
     let mut declare: Vec<String> = Vec::new();
     let mut deletes: Vec<String> = Vec::new();
@@ -457,8 +591,7 @@ fn plan_partial(
     let mut written = RuleCounts::default();
     let mut programmed = 0;
 
-    for name in keys {
-        let new = map.get(family, name).map(|p| port::port_rules(p, cx));
+    for (name, new) in rules {
         let old = prev.ports.get(name);
         let old_top: BTreeSet<&TopRule> = old.map(|o| o.top.iter().collect()).unwrap_or_default();
         let new_top: BTreeSet<&TopRule> = new
@@ -500,7 +633,10 @@ fn plan_partial(
             .iter()
             .flat_map(|n| n.chains.iter().map(|c| c.name.as_str()))
             .collect();
-        if let Some(n) = &new {
+        if let (Some(n), Some(b)) = (&new, &mut batches) {
+            programmed += 1;
+            written.nat += b.add_port(&n.chains);
+        } else if let Some(n) = &new {
             programmed += 1;
             for c in &n.chains {
                 declare.push(format!(":{} - [0:0]", c.name));
@@ -539,6 +675,7 @@ fn plan_partial(
     Plan {
         family,
         full: false,
+        batches: batches.map(Batches::finish).unwrap_or_default(),
         text: out,
         stats: PlanStats {
             written,

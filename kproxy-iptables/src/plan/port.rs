@@ -11,6 +11,7 @@ use crate::chains::{
     KUBE_EXTERNAL_SERVICES, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
     PortChains, endpoint_chain,
 };
+use crate::nfacct::LOCALHOST_NODEPORTS_ACCEPTED;
 
 /// A rule in a chain shared by all services (KUBE-SERVICES, KUBE-NODEPORTS, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -226,7 +227,7 @@ pub(crate) fn port_rules(p: &ServicePort, cx: &Ctx<'_>) -> PortRules {
                     Table::Nat,
                     KUBE_NODEPORTS,
                     format!(
-                        "-m comment --comment {name} {m} -d 127.0.0.0/8 --dport {np} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {}",
+                        "-m comment --comment {name} {m} -d 127.0.0.0/8 --dport {np} -m nfacct --nfacct-name {LOCALHOST_NODEPORTS_ACCEPTED} -j {}",
                         ch.ext
                     ),
                 );

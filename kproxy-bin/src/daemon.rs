@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, Result};
 use crate::health::{self, ProxyHealth};
 use crate::metrics::{self, Metrics};
-use crate::runner::{FULL_SYNC_PERIOD, Runner, Synced, Timing};
+use crate::runner::{BURST, FULL_SYNC_PERIOD, Runner, Synced, Timing};
 use crate::service_health::ServiceHealthServers;
 use crate::{backend, input, source};
 
@@ -38,6 +38,8 @@ pub struct Settings {
     pub master: Option<String>,
     /// `--from`: read objects from files instead of the API server.
     pub from: Vec<PathBuf>,
+    /// Retry and timeout settings of the API watch path.
+    pub api: source::kube::Tuning,
 }
 
 /// Sets up `tracing` from the config's logging section: verbosity 0-1 is `info`, 2-3
@@ -72,6 +74,17 @@ pub fn init_logging(cfg: &KubeProxyConfiguration) {
 /// `bindAddressHardFail`, or a changed config file.
 pub async fn run(s: Settings) -> Result<()> {
     let mode = s.cfg.resolved_mode();
+    if let Some(caps) = crate::caps::effective() {
+        if let Some(cap) = crate::caps::missing(mode, caps) {
+            return Err(Error::Capability {
+                what: backend::mode_name(mode),
+                cap,
+            });
+        }
+        if mode != ProxyMode::Ipvs {
+            crate::caps::warn_if_no_net_raw(caps);
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let proxier = backend::build_proxier(mode, &s.cfg, &metrics).await?;
     write_oom_score_adj(s.cfg.oom_score_adj);
@@ -145,8 +158,12 @@ pub async fn run_with(
 
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     if s.from.is_empty() {
-        let client =
-            source::kube::client(&cfg.client_connection.kubeconfig, s.master.as_deref()).await?;
+        let client = source::kube::client(
+            &cfg.client_connection.kubeconfig,
+            s.master.as_deref(),
+            &s.api,
+        )
+        .await?;
         let m = metrics.clone();
         let on_error: source::kube::OnError = Box::new(move |r| m.watch_error(r.as_str()));
         tasks.push(tokio::spawn(source::kube::run(
@@ -154,6 +171,7 @@ pub async fn run_with(
             s.node_name.clone(),
             tx,
             on_error,
+            s.api,
         )));
     } else {
         tasks.push(tokio::spawn(source::file::run(
@@ -174,6 +192,7 @@ pub async fn run_with(
         min_sync_period: cfg.effective_min_sync_period(),
         sync_period: cfg.effective_sync_period(),
         full_sync_period: FULL_SYNC_PERIOD,
+        burst: BURST,
     };
     let tracker = ChangeTracker::new(BuildOptions::from_config(cfg, &s.node_name));
     let bind_ip = cfg.bind_address.parse::<IpAddr>().ok();
@@ -314,5 +333,7 @@ async fn shutdown_signal() {
     }
 }
 
+#[cfg(test)]
+mod faults;
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,14 @@ pub enum Error {
         #[source]
         source: Box<kproxy_core::Error>,
     },
+    /// The process lacks a Linux capability the mode needs.
+    #[error("{what} needs {cap}, which this process does not have (see docs/least-privilege.md)")]
+    Capability {
+        /// The proxy mode, or `cleanup`.
+        what: &'static str,
+        /// The capability (`CAP_NET_ADMIN`).
+        cap: &'static str,
+    },
     /// A backend could not be set up (bad config for it, missing tools).
     #[error("cannot start the {mode} backend")]
     BackendStart {
@@ -115,6 +123,43 @@ pub enum Error {
     },
 }
 
+/// `value`'s `Display` on one line: control characters (a newline in an object name
+/// from the API, an escape sequence) are written escaped, as `{:?}` would, so that a log
+/// line cannot be split or forged. Everything else is kept as is.
+pub fn one_line(value: &impl std::fmt::Display) -> String {
+    let text = value.to_string();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An error and its sources, joined with `: `, on one line ([`one_line`]): for errors
+/// of other crates (kube's watch errors name their cause only in the chain, e.g.
+/// `client error (Connect): tcp connect error: Connection refused (os error 111)`).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Some wrappers print their source already; do not say it twice.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    one_line(&out)
+}
+
 /// `Result` with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -132,6 +177,7 @@ impl Error {
             | Error::Backend { .. }
             | Error::BackendPlan { .. }
             | Error::BackendStart { .. }
+            | Error::Capability { .. }
             | Error::Trace(_)
             | Error::Encode { .. }
             | Error::Kube(_)
@@ -158,7 +204,8 @@ impl Error {
         }
     }
 
-    /// The error and its causes, joined with `: `, on one line.
+    /// The error and its causes, joined with `: `, on one line (control characters
+    /// escaped, see [`one_line`]).
     pub fn report(&self) -> String {
         let mut out = self.to_string();
         let mut cause = std::error::Error::source(self);
@@ -167,7 +214,7 @@ impl Error {
             out.push_str(&c.to_string());
             cause = c.source();
         }
-        out
+        one_line(&out)
     }
 }
 
@@ -183,6 +230,19 @@ mod tests {
         };
         assert_eq!(e.report(), "x.yaml: cannot read: no such file");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn reports_and_one_line_escape_control_characters_only() {
+        let e = Error::Read {
+            path: "bad\nname\u{1b}[31m.yaml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no\rsuch"),
+        };
+        assert_eq!(
+            e.report(),
+            "bad\\nname\\u{1b}[31m.yaml: cannot read: no\\rsuch"
+        );
+        assert_eq!(one_line(&"plain \"quoted\" é"), "plain \"quoted\" é");
     }
 
     #[test]

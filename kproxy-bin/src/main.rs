@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod caps;
 mod cli;
 mod config;
 mod conntrack;
@@ -81,6 +82,12 @@ fn proxy(flags: &ProxyFlags, cleanup: bool) -> Result<ExitCode> {
     let node_name = node::resolve(&cfg.hostname_override, node::host_name);
     if cleanup || flags.cleanup() {
         // Cleanup removes whatever is installed; it does not need to know the node.
+        if let Some(cap) = caps::effective().and_then(|c| caps::missing(cfg.resolved_mode(), c)) {
+            return Err(Error::Capability {
+                what: "cleanup",
+                cap,
+            });
+        }
         let cleaned = runtime.block_on(backend::cleanup_all(&cfg))?;
         tracing::info!(modes = ?cleaned, "cleanup done");
         return Ok(ExitCode::SUCCESS);
@@ -91,6 +98,7 @@ fn proxy(flags: &ProxyFlags, cleanup: bool) -> Result<ExitCode> {
         node_name: node_name?,
         master: flags.master.clone(),
         from: flags.from.clone(),
+        api: source::kube::Tuning::default(),
     };
     runtime.block_on(daemon::run(settings))?;
     Ok(ExitCode::SUCCESS)

@@ -3,8 +3,10 @@
 //!
 //! - nothing is synced before the sources' first `Reset` (the readiness barrier), so an
 //!   empty or half-listed map never reaches the backend;
-//! - after a change, a sync runs once `minSyncPeriod` has passed since the last one;
-//!   changes arriving meanwhile are coalesced into it;
+//! - after a change, a sync runs as soon as the rate limit allows: a token bucket of
+//!   [`BURST`] (upstream: 2) tokens refilled one per `minSyncPeriod`, so after a quiet
+//!   period two syncs may run back to back, and under a steady stream of changes one runs
+//!   every `minSyncPeriod`; changes arriving meanwhile are coalesced into the next one;
 //! - a sync runs at least every `syncPeriod`, and is a full one when the last full sync
 //!   is older than an hour (upstream's `FullSyncPeriod`);
 //! - a failed sync is retried with exponential backoff (1 s doubling up to `syncPeriod`)
@@ -31,6 +33,9 @@ use crate::metrics::Metrics;
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 /// First retry delay after a failed sync.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Syncs allowed back to back after a quiet period (upstream's `BoundedFrequencyRunner`
+/// is built with burst 2 in every proxier, `pkg/proxy/iptables/proxier.go` `burstSyncs`).
+pub const BURST: u32 = 2;
 
 /// The timing of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,8 @@ pub struct Timing {
     pub sync_period: Duration,
     /// Most time between two full syncs.
     pub full_sync_period: Duration,
+    /// Syncs allowed back to back (the token bucket's size; [`BURST`] in the daemon).
+    pub burst: u32,
 }
 
 /// Drives one backend from the events of the sources.
@@ -87,6 +94,10 @@ struct LoopState {
     dirty: bool,
     pending: ChangeSet,
     last_attempt: Option<Instant>,
+    /// The token bucket (GCRA form): when it will be full again. A sync may start at
+    /// `t` if `t >= bucket_full - (burst - 1) × minSyncPeriod`; each sync moves it to
+    /// `max(bucket_full, t) + minSyncPeriod`.
+    bucket_full: Option<Instant>,
     last_full: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -142,6 +153,7 @@ impl Runner {
             dirty: false,
             pending: ChangeSet::full(),
             last_attempt: None,
+            bucket_full: None,
             last_full: None,
             retry_at: None,
             backoff: FIRST_RETRY,
@@ -179,12 +191,22 @@ impl Runner {
         };
         let mut due = last + self.timing.sync_period;
         if st.dirty {
-            due = due.min(last + self.timing.min_sync_period);
+            due = due.min(self.token_at(st).unwrap_or(last));
         }
         if let Some(retry) = st.retry_at {
             due = due.min(retry);
         }
         Some(due)
+    }
+
+    /// When the bucket next holds a token (`None`: it is full).
+    fn token_at(&self, st: &LoopState) -> Option<Instant> {
+        let spare = self
+            .timing
+            .min_sync_period
+            .saturating_mul(self.timing.burst.max(1) - 1);
+        let full = st.bucket_full?;
+        Some(full.checked_sub(spare).unwrap_or(full))
     }
 
     fn on_event(&mut self, st: &mut LoopState, ev: Event) {
@@ -223,6 +245,8 @@ impl Runner {
         let result = self.proxier.sync(map, &st.pending, &facts).await;
         st.dirty = false;
         st.last_attempt = Some(start);
+        st.bucket_full =
+            Some(st.bucket_full.map_or(start, |f| f.max(start)) + self.timing.min_sync_period);
         match result {
             Ok(stats) => {
                 if st.pending.full {

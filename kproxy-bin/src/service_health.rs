@@ -125,11 +125,11 @@ impl ServiceHealthServers {
             });
             match self.listen(port, state.clone()).await {
                 Ok(tasks) => {
-                    tracing::info!(service = %svc, port, "serving health check node port");
+                    tracing::info!(service = %crate::error::one_line(&svc), port, "serving health check node port");
                     self.servers.insert(svc, Server { port, state, tasks });
                 }
                 Err(e) => {
-                    tracing::warn!(service = %svc, port, error = %e, "cannot listen on health check node port; retrying at the next sync")
+                    tracing::warn!(service = %crate::error::one_line(&svc), port, error = %e, "cannot listen on health check node port; retrying at the next sync")
                 }
             }
         }

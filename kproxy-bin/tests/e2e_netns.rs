@@ -299,10 +299,27 @@ impl Lab {
 
     /// Starts kproxy in the node namespace.
     fn start_kproxy(&mut self, mode: &str) -> u32 {
+        self.start_kproxy_with(
+            mode,
+            &[],
+            &[
+                "--healthz-bind-address",
+                "127.0.0.1:10256",
+                "--metrics-bind-address",
+                "127.0.0.1:10249",
+            ],
+        )
+    }
+
+    /// Starts kproxy in the node namespace under `wrapper` (e.g. `setpriv …`), with
+    /// `extra` flags (the listen addresses).
+    fn start_kproxy_with(&mut self, mode: &str, wrapper: &[&str], extra: &[&str]) -> u32 {
         let log = std::fs::File::create(self.dir.join("kproxy.log")).unwrap();
         let objects = self.dir.join("objects");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.node, env!("CARGO_BIN_EXE_kproxy")])
+        cmd.args(["netns", "exec", &self.node])
+            .args(wrapper)
+            .arg(env!("CARGO_BIN_EXE_kproxy"))
             .arg("--from")
             .arg(&objects)
             .args([
@@ -312,16 +329,13 @@ impl Lab {
                 mode,
                 "--iptables-min-sync-period",
                 "200ms",
-                "--healthz-bind-address",
-                "127.0.0.1:10256",
-                "--metrics-bind-address",
-                "127.0.0.1:10249",
                 // The conntrack table size and hash buckets are host-wide: leave them.
                 "--conntrack-max-per-core",
                 "0",
                 "-v",
                 "2",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -420,6 +434,14 @@ endpoints: [{{ addresses: [{BACKEND_2}], conditions: {{ ready: true }}, nodeName
 /// Sets up the lab, the backends and kproxy in `mode`, and waits until the clusterIP
 /// reaches backend-1.
 fn start(tag: &str, mode: &str) -> Option<(Lab, u32)> {
+    let mut lab = backends_up(tag)?;
+    let pid = lab.start_kproxy(mode);
+    wait_for_backend_1(&lab);
+    Some((lab, pid))
+}
+
+/// The lab with both backends serving and the objects written; kproxy not started.
+fn backends_up(tag: &str) -> Option<Lab> {
     let mut lab = Lab::new(tag)?;
     lab.serve(BACKEND_1, "backend-1");
     lab.serve(BACKEND_2, "backend-2");
@@ -430,12 +452,15 @@ fn start(tag: &str, mode: &str) -> Option<(Lab, u32)> {
         }
     }
     lab.write_objects(BACKEND_1);
-    let pid = lab.start_kproxy(mode);
+    Some(lab)
+}
+
+/// Waits until the clusterIP reaches backend-1.
+fn wait_for_backend_1(lab: &Lab) {
     let vip = format!("{CLUSTER_IP}:80");
-    if let Err(e) = lab.wait_for(&node, &vip, "backend-1", Duration::from_secs(20)) {
+    if let Err(e) = lab.wait_for(&lab.node, &vip, "backend-1", Duration::from_secs(20)) {
         lab.fail(&format!("clusterIP never reached backend-1: {e}"));
     }
-    Some((lab, pid))
 }
 
 /// The endpoint change reaches the data path within a few seconds.
@@ -585,4 +610,216 @@ fn userspace_mode_proxies_a_cluster_ip_in_a_network_namespace() {
         .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
     assert!(status.success(), "kproxy exited with {status}");
     check_cleanup(&lab);
+}
+
+// === least privilege (docs/least-privilege.md) ===
+
+/// `setpriv` arguments keeping exactly `caps` (e.g. `+net_admin,+net_raw`): the bounding
+/// set is what a uid-0 process gets on exec, and `--no-new-privs` keeps it so.
+fn only_caps(caps: &str) -> Vec<String> {
+    vec![
+        "setpriv".into(),
+        format!("--bounding-set=-all,{caps}"),
+        "--inh-caps=-all".into(),
+        "--no-new-privs".into(),
+    ]
+}
+
+/// Why the capability tests cannot run here (on top of [`cannot_run`]).
+fn no_setpriv() -> Option<&'static str> {
+    let found = Command::new("sh")
+        .args(["-c", "command -v setpriv"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!found).then_some("no setpriv (util-linux) on PATH")
+}
+
+/// The TCP sockets listening in `ns`, as `ip:port` (`[::]:port` for IPv6 any).
+fn listeners(lab: &Lab, ns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let text = lab.ns(ns, &["cat", file]);
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "0A" {
+                continue;
+            }
+            let Some((addr, port)) = f[1].split_once(':') else {
+                continue;
+            };
+            let port = u16::from_str_radix(port, 16).unwrap();
+            let ip = if v6 {
+                if addr.chars().all(|c| c == '0') {
+                    "[::]".to_owned()
+                } else {
+                    format!("[{addr}]")
+                }
+            } else {
+                let n = u32::from_str_radix(addr, 16).unwrap();
+                std::net::Ipv4Addr::from(n.swap_bytes()).to_string()
+            };
+            out.push(format!("{ip}:{port}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The listeners of `ns` other than the health check node port (which follows
+/// nodePortAddresses, not the healthz/metrics settings).
+fn server_listeners(lab: &Lab, ns: &str) -> Vec<String> {
+    listeners(lab, ns)
+        .into_iter()
+        .filter(|l| !l.ends_with(&format!(":{HC_NODE_PORT}")))
+        .collect()
+}
+
+/// Polls until `ns` has the listeners `want` (at most 10 s).
+fn wait_listeners(lab: &Lab, want: &[&str]) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        got = server_listeners(lab, &lab.node);
+        if got == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.fail(&format!("listeners {got:?}, wanted exactly {want:?}"));
+}
+
+/// `CapEff` of a process.
+fn cap_eff(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// With CAP_NET_ADMIN and CAP_NET_RAW only (no CAP_SYS_ADMIN, no DAC override, no
+/// CAP_NET_BIND_SERVICE), iptables mode syncs, passes traffic and follows an endpoint
+/// change; healthz and metrics listen on exactly the configured addresses (metrics on an
+/// address that exists only in this namespace), and `--healthz-port 0` turns healthz off.
+#[test]
+fn iptables_mode_works_with_only_net_admin_and_net_raw_and_listens_only_where_configured() {
+    if let Some(why) = no_setpriv() {
+        eprintln!("skipping least-privilege e2e: {why}");
+        return;
+    }
+    let Some(mut lab) = backends_up("caps-ipt") else {
+        return;
+    };
+    let wrapper = only_caps("+net_admin,+net_raw");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let metrics = format!("{NODE_IP}:10249");
+    let pid = lab.start_kproxy_with(
+        "iptables",
+        &wrapper,
+        &[
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+            "--metrics-bind-address",
+            &metrics,
+        ],
+    );
+    wait_for_backend_1(&lab);
+    let caps = cap_eff(pid).unwrap_or_else(|| lab.fail("kproxy is gone"));
+    assert_eq!(caps, (1 << 12) | (1 << 13), "CapEff {caps:#x}");
+    check_endpoint_change(&lab);
+    wait_listeners(&lab, &["10.242.0.1:10249", "127.0.0.1:10256"]);
+    let m = lab
+        .http_get(&metrics, "/metrics")
+        .unwrap_or_else(|| lab.fail("no /metrics answer"));
+    assert!(m.starts_with("HTTP/1.1 200"), "{}", &m[..m.len().min(200)]);
+    assert!(lab.http_get("127.0.0.1:10249", "/metrics").is_none());
+    assert!(
+        lab.http_get(&format!("{NODE_IP}:10256"), "/healthz")
+            .is_none()
+    );
+    let status = lab
+        .terminate(pid)
+        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
+    assert!(status.success(), "kproxy exited with {status}");
+
+    // --healthz-port 0 disables the healthz server (upstream's deprecated flag; an
+    // empty --healthz-bind-address does the same). Metrics cannot be disabled: upstream
+    // validation rejects an empty metricsBindAddress, and so does kproxy.
+    let pid = lab.start_kproxy_with("iptables", &wrapper, &["--healthz-port", "0"]);
+    check_endpoint_change(&lab);
+    wait_listeners(&lab, &["127.0.0.1:10249"]);
+    let log = lab.kproxy_log();
+    assert!(log.contains("healthz server disabled"), "{log}");
+    let status = lab
+        .terminate(pid)
+        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
+    assert!(status.success(), "kproxy exited with {status}");
+    check_cleanup(&lab);
+}
+
+/// Userspace mode with the same two capabilities: its proxy ports are unprivileged, so
+/// CAP_NET_BIND_SERVICE is not needed.
+#[test]
+fn userspace_mode_works_with_only_net_admin_and_net_raw() {
+    if let Some(why) = no_setpriv() {
+        eprintln!("skipping least-privilege e2e: {why}");
+        return;
+    }
+    let Some(mut lab) = backends_up("caps-us") else {
+        return;
+    };
+    let wrapper = only_caps("+net_admin,+net_raw");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let pid = lab.start_kproxy_with(
+        "userspace",
+        &wrapper,
+        &["--healthz-bind-address", "127.0.0.1:10256"],
+    );
+    wait_for_backend_1(&lab);
+    check_endpoint_change(&lab);
+    let status = lab
+        .terminate(pid)
+        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
+    assert!(status.success(), "kproxy exited with {status}");
+    check_cleanup(&lab);
+}
+
+/// Without CAP_NET_ADMIN, kproxy exits at once with an error naming the capability,
+/// instead of retrying failed syncs forever.
+#[test]
+fn without_net_admin_kproxy_exits_with_an_error_naming_the_capability() {
+    if let Some(why) = no_setpriv() {
+        eprintln!("skipping least-privilege e2e: {why}");
+        return;
+    }
+    let Some(mut lab) = Lab::new("caps-none") else {
+        return;
+    };
+    lab.write_objects(BACKEND_1);
+    for mode in ["iptables", "userspace", "ipvs"] {
+        let wrapper = only_caps("+net_raw");
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let pid = lab.start_kproxy_with(mode, &wrapper, &[]);
+        let child = lab
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .unwrap_or_else(|| panic!("no child {pid}"));
+        let mut status = None;
+        for _ in 0..100 {
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = lab.kproxy_log();
+        let status = status.unwrap_or_else(|| lab.fail(&format!("{mode}: still running")));
+        assert_eq!(status.code(), Some(1), "{mode}: {log}");
+        assert!(
+            log.contains(&format!(
+                "kproxy: {mode} needs CAP_NET_ADMIN, which this process does not have"
+            )),
+            "{mode}: {log}"
+        );
+        assert!(!log.contains("panicked"), "{log}");
+    }
 }

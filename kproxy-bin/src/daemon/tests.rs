@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -16,7 +16,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
+pub(super) async fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -51,6 +51,7 @@ fn settings(healthz: u16, metrics: u16) -> Settings {
         node_name: "node-a".into(),
         master: None,
         from: vec![examples],
+        api: source::kube::Tuning::default(),
     }
 }
 

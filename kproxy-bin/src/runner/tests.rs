@@ -10,6 +10,7 @@ const TIMING: Timing = Timing {
     min_sync_period: Duration::from_secs(1),
     sync_period: Duration::from_secs(30),
     full_sync_period: Duration::from_secs(3600),
+    burst: BURST,
 };
 
 fn service(name: &str, ip: &str) -> Object {
@@ -103,40 +104,44 @@ async fn changes_within_min_sync_period_are_coalesced_into_one_partial_sync() {
     h.send(Event::Reset(vec![])).await;
     sleep(10).await;
     assert_eq!(h.syncs().len(), 1);
+    // The second token of the burst: synced at once.
+    h.send(Event::Apply(service("x", "10.96.0.9"))).await;
+    sleep(10).await;
+    assert_eq!(h.syncs().len(), 2, "burst 2: the second sync runs at once");
     h.send(Event::Apply(service("a", "10.96.0.2"))).await;
     sleep(100).await;
     h.send(Event::Apply(service("b", "10.96.0.3"))).await;
     sleep(100).await;
     h.send(Event::Apply(service("c", "10.96.0.4"))).await;
-    // Still inside minSyncPeriod of the first sync.
-    assert_eq!(h.syncs().len(), 1);
+    // The bucket is empty until 1 s after the first sync.
+    assert_eq!(h.syncs().len(), 2);
     sleep(1000).await;
     let syncs = h.syncs();
-    assert_eq!(syncs.len(), 2, "one sync for three changes");
-    let (map, changes) = &syncs[1];
+    assert_eq!(syncs.len(), 3, "one sync for three changes");
+    let (map, changes) = &syncs[2];
     assert!(!changes.full);
     assert_eq!(changes.added.len(), 3);
-    assert_eq!(map.len(), 3);
+    assert_eq!(map.len(), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_sync_is_retried_with_backoff_as_a_full_sync_with_every_change() {
     let h = Harness::start();
-    h.send(Event::Reset(vec![])).await;
+    h.send(Event::Reset(vec![])).await; // t = 0: sync 1
     sleep(10).await;
     h.proxier.fail_next_sync();
-    h.send(Event::Apply(service("a", "10.96.0.2"))).await;
-    sleep(1100).await;
+    h.send(Event::Apply(service("a", "10.96.0.2"))).await; // t = 10: sync 2 (burst), fails
+    sleep(100).await;
     assert_eq!(h.syncs().len(), 2, "the failing sync ran");
     h.proxier.fail_next_sync();
+    // t = 110. The next token comes at t = 1000, before the retry (1010): sync 3 then.
     h.send(Event::Apply(service("b", "10.96.0.3"))).await;
-    // The retry comes 1 s after the failure (the new change is due then too).
-    sleep(1000).await;
+    sleep(940).await;
     assert_eq!(h.syncs().len(), 3);
-    // Second failure: the backoff doubles to 2 s.
-    sleep(1500).await;
+    // Second failure: the backoff doubled to 2 s, the retry comes at t = 3000.
+    sleep(1900).await;
     assert_eq!(h.syncs().len(), 3);
-    sleep(600).await;
+    sleep(200).await;
     let syncs = h.syncs();
     assert_eq!(syncs.len(), 4);
     let (map, changes) = &syncs[3];
@@ -254,5 +259,103 @@ async fn endpoint_changes_made_after_start_feed_the_network_programming_latency(
     assert_eq!(
         count(&h.metrics).as_deref(),
         Some("kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} 1")
+    );
+}
+
+fn slice_of(service: &str, ip: &str) -> Object {
+    let yaml = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: default,\n\
+         \x20 labels: {{kubernetes.io/service-name: {service}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [{ip}]}}]\n"
+    );
+    let (snap, problems) = Snapshot::from_documents(&yaml).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    Object::EndpointSlice(snap.slices().next().unwrap().clone())
+}
+
+/// The endpoints of `service`'s port in a synced map (`None`: the port is not there).
+fn endpoints_of(map: &ServiceMap, service: &str) -> Option<Vec<std::net::SocketAddr>> {
+    map.iter()
+        .find(|p| p.name.service.name == service)
+        .map(|p| p.selection.cluster.clone())
+}
+
+/// A service added and removed every 3 ms for 3 s (1000 events), while a stable service's
+/// endpoint changes once in the middle. The bucket lets through at most one sync per
+/// minSyncPeriod plus the burst; the stable change waits for no more than one
+/// minSyncPeriod; no sync ever lacks the stable service.
+#[tokio::test(start_paused = true)]
+async fn a_service_flapping_every_few_milliseconds_is_coalesced_and_starves_nothing() {
+    let h = Harness::start();
+    h.send(Event::Reset(vec![
+        service("stable", "10.96.0.2"),
+        slice_of("stable", "10.244.0.1"),
+    ]))
+    .await;
+    sleep(10).await;
+    assert_eq!(h.syncs().len(), 1);
+    let start = Instant::now();
+    let mut changed_at = None;
+    let mut applied_after = None;
+    for i in 0..1000u32 {
+        if i % 2 == 0 {
+            h.send(Event::Apply(service("flap", "10.96.0.3"))).await;
+        } else {
+            h.send(Event::Delete(ObjectKey::Service(
+                kproxy_core::model::ObjectRef::new("default", "flap"),
+            )))
+            .await;
+        }
+        if i == 500 {
+            h.send(Event::Apply(slice_of("stable", "10.244.0.2"))).await;
+            changed_at = Some((Instant::now(), h.syncs().len()));
+        }
+        sleep(3).await;
+        if let Some((at, before)) = changed_at
+            && applied_after.is_none()
+            && h.syncs().len() > before
+        {
+            applied_after = Some(at.elapsed());
+        }
+    }
+    let flapped = start.elapsed();
+    let syncs = h.syncs();
+    // Syncs during the flapping: at most one per minSyncPeriod, plus the burst.
+    let allowed = flapped.as_millis() / TIMING.min_sync_period.as_millis() + u128::from(BURST);
+    assert!(
+        (syncs.len() - 1) as u128 <= allowed,
+        "{} syncs in {flapped:?}, at most {allowed} allowed",
+        syncs.len() - 1
+    );
+    assert!(syncs.len() >= 3, "the flapping service was synced too");
+    for (i, (map, changes)) in syncs.iter().enumerate() {
+        assert!(
+            endpoints_of(map, "stable").is_some_and(|e| !e.is_empty()),
+            "sync {i} lacks the stable service's endpoints"
+        );
+        assert!(
+            changes.removed.iter().all(|k| k.1.service.name != "stable"),
+            "sync {i} removes the stable service"
+        );
+    }
+    // The stable change was applied by the first sync after it, within minSyncPeriod.
+    let (_, before) = changed_at.unwrap();
+    let waited = applied_after.expect("the stable change was never synced");
+    assert!(
+        waited <= TIMING.min_sync_period + Duration::from_millis(3),
+        "the stable change waited {waited:?}"
+    );
+    let new: std::net::SocketAddr = "10.244.0.2:8080".parse().unwrap();
+    let (map, _) = &syncs[before];
+    assert_eq!(endpoints_of(map, "stable"), Some(vec![new]));
+    // The runner is still healthy and answers as soon as the flapping stops.
+    assert!(h.health.is_healthy(SystemTime::now()));
+    sleep(1100).await;
+    let last = h.syncs().len();
+    sleep(5_000).await;
+    assert_eq!(
+        h.syncs().len(),
+        last,
+        "nothing left to sync once it settles"
     );
 }

@@ -31,7 +31,11 @@ pub async fn run(paths: Vec<PathBuf>, tx: mpsc::Sender<Event>, poll: Duration) {
         }
         let loaded = input::load(&paths);
         for p in &loaded.problems {
-            tracing::warn!(file = %p.path.display(), problem = %p.message, "skipping bad input");
+            tracing::warn!(
+                file = %crate::error::one_line(&p.path.display()),
+                problem = %crate::error::one_line(&p.message),
+                "skipping bad input"
+            );
         }
         tracing::info!(
             services = loaded.snapshot.services().count(),

@@ -1,25 +1,96 @@
 //! The Kubernetes source: Services, EndpointSlices and this Node, watched with kube-rs
 //! using upstream kube-proxy's informer filters (`cmd/kube-proxy/app/server.go`).
 //!
-//! Each watcher is a kube-rs [`watcher`] with `default_backoff()`: a `410 Gone` relists,
-//! a dropped connection re-watches from the last resourceVersion, errors are logged and
-//! retried. [`Aggregator`] turns the three streams into core events with one readiness
+//! Each watcher is a kube-rs [`watcher`] with `default_backoff()` (800 ms doubling to
+//! 30 s, with jitter, never giving up): a `410 Gone` relists, a dropped connection
+//! re-watches from the last resourceVersion, errors are retried. An outage is logged
+//! once per resource at warn when it starts, again every [`Tuning::warn_every`] while it
+//! lasts, and at info when the watch works again; each error also counts in
+//! `kubeproxy_watch_errors_total`. The client has a read timeout
+//! ([`Tuning::read_timeout`]), so a request to an API server that accepts connections
+//! but never answers fails and is retried instead of hanging forever. [`Aggregator`] turns the three streams into core events with one readiness
 //! barrier: nothing is sent until every resource has finished its first list; then one
 //! `Reset` with all objects. A later relist of any resource (`Init`…`InitDone`) sends a
 //! new `Reset` of everything, so objects that vanished during a gap are dropped.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core_api;
 use k8s_openapi::api::discovery::v1 as discovery_api;
 use kproxy_core::model::ObjectRef;
 use kproxy_core::{Event, Object, ObjectKey, convert};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, chain, one_line};
+
+/// How the watch path retries and reports; [`Tuning::default`] in the daemon, shorter
+/// in tests so that minutes of outage take a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// `None`: kube-rs's `DefaultBackoff` (800 ms doubling to 30 s with jitter, reset
+    /// after 120 s without errors, no limit on attempts). `Some((first, max))`: a plain
+    /// doubling backoff, also without a limit.
+    pub backoff: Option<(Duration, Duration)>,
+    /// How long a request may wait for its response (and a watch between two reads).
+    /// Above the watch timeout kube-rs asks of the server (290 s), so quiet watches are
+    /// not cut.
+    pub read_timeout: Duration,
+    /// How often an ongoing watch outage is logged again at warn (in between: debug).
+    pub warn_every: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            backoff: None,
+            read_timeout: Duration::from_secs(295),
+            warn_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A doubling backoff without an attempt limit, for [`Tuning::backoff`].
+#[derive(Debug, Clone)]
+struct Doubling {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Iterator for Doubling {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(self.max);
+        Some(d)
+    }
+}
+
+impl Backoff for Doubling {
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+impl Tuning {
+    fn backoff(&self) -> Box<dyn Backoff> {
+        match self.backoff {
+            None => Box::new(watcher::DefaultBackoff::default()),
+            Some((first, max)) => Box::new(Doubling {
+                first,
+                max,
+                next: first,
+            }),
+        }
+    }
+}
 
 /// The label selector upstream puts on Services: objects of another service proxy are
 /// not ours.
@@ -76,9 +147,10 @@ fn object_ref(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
     )
 }
 
-/// Logs a bad object; it is skipped, the others are unaffected.
+/// Logs a bad object (its name and what is wrong, on one line; never its content); it
+/// is skipped, the others are unaffected.
 fn usable<T>(r: std::result::Result<T, kproxy_core::Error>) -> Option<T> {
-    r.map_err(|e| tracing::warn!(error = %e, "skipping object kproxy cannot use"))
+    r.map_err(|e| tracing::warn!(error = %one_line(&e), "skipping object kproxy cannot use"))
         .ok()
 }
 
@@ -190,20 +262,24 @@ type Tagged = (
 );
 
 /// The three watch streams, merged, each tagged with its resource.
-pub fn streams(client: &Client, node_name: &str) -> impl Stream<Item = Tagged> + Send + use<> {
+pub fn streams(
+    client: &Client,
+    node_name: &str,
+    tuning: &Tuning,
+) -> impl Stream<Item = Tagged> + Send + use<> {
     let services = watcher(
         Api::<core_api::Service>::all(client.clone()),
         watcher::Config::default()
             .labels(SERVICE_LABELS)
             .fields(SERVICE_FIELDS),
     )
-    .default_backoff()
+    .backoff(tuning.backoff())
     .map(|r| (Resource::Services, r.map(|e| map_event(e, service_item))));
     let slices = watcher(
         Api::<discovery_api::EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(SLICE_LABELS),
     )
-    .default_backoff()
+    .backoff(tuning.backoff())
     .map(|r| {
         (
             Resource::EndpointSlices,
@@ -214,7 +290,7 @@ pub fn streams(client: &Client, node_name: &str) -> impl Stream<Item = Tagged> +
         Api::<core_api::Node>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={node_name}")),
     )
-    .default_backoff()
+    .backoff(tuning.backoff())
     .map(|r| (Resource::Node, r.map(|e| map_event(e, node_item))));
     futures::stream::select_all([services.boxed(), slices.boxed(), node.boxed()])
 }
@@ -222,13 +298,81 @@ pub fn streams(client: &Client, node_name: &str) -> impl Stream<Item = Tagged> +
 /// Called on every watch error, with the resource (for the watch-error metric).
 pub type OnError = Box<dyn Fn(Resource) + Send + Sync>;
 
+/// One resource's watch outage, for rate-limited logs.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    errors: u64,
+    last_warn: Instant,
+}
+
+/// Logs watch errors without flooding: the first error of an outage at warn, then at
+/// debug, with a warn reminder every `warn_every`; the end of an outage at info.
+#[derive(Debug)]
+struct ErrorLog {
+    warn_every: Duration,
+    outages: [Option<Outage>; 3],
+}
+
+impl ErrorLog {
+    fn failed(&mut self, resource: Resource, error: &watcher::Error) {
+        let now = Instant::now();
+        let error = chain(error);
+        let r = resource.as_str();
+        match &mut self.outages[resource.index()] {
+            None => {
+                tracing::warn!(resource = r, %error, "watch failed, retrying");
+                self.outages[resource.index()] = Some(Outage {
+                    since: now,
+                    errors: 1,
+                    last_warn: now,
+                });
+            }
+            Some(o) => {
+                o.errors += 1;
+                if now.duration_since(o.last_warn) >= self.warn_every {
+                    o.last_warn = now;
+                    let failing_for = now.duration_since(o.since);
+                    tracing::warn!(resource = r, %error, errors = o.errors, ?failing_for,
+                        "watch still failing, retrying");
+                } else {
+                    tracing::debug!(resource = r, %error, errors = o.errors, "watch failed, retrying");
+                }
+            }
+        }
+    }
+
+    fn worked(&mut self, resource: Resource) {
+        if let Some(o) = self.outages[resource.index()].take() {
+            let failed_for = o.since.elapsed();
+            tracing::info!(
+                resource = resource.as_str(),
+                errors = o.errors,
+                ?failed_for,
+                "watch works again"
+            );
+        }
+    }
+}
+
 /// Runs the source until the receiver is dropped.
-pub async fn run(client: Client, node_name: String, tx: mpsc::Sender<Event>, on_error: OnError) {
+pub async fn run(
+    client: Client,
+    node_name: String,
+    tx: mpsc::Sender<Event>,
+    on_error: OnError,
+    tuning: Tuning,
+) {
     let mut agg = Aggregator::default();
-    let mut events = std::pin::pin!(streams(&client, &node_name));
+    let mut log = ErrorLog {
+        warn_every: tuning.warn_every,
+        outages: [None; 3],
+    };
+    let mut events = std::pin::pin!(streams(&client, &node_name, &tuning));
     while let Some((resource, result)) = events.next().await {
         match result {
             Ok(event) => {
+                log.worked(resource);
                 if let Some(out) = agg.handle(resource, event)
                     && tx.send(out).await.is_err()
                 {
@@ -237,7 +381,7 @@ pub async fn run(client: Client, node_name: String, tx: mpsc::Sender<Event>, on_
             }
             // Retryable by design: the watcher relists or re-watches after the backoff.
             Err(e) => {
-                tracing::warn!(resource = resource.as_str(), error = %e, "watch failed, retrying");
+                log.failed(resource, &e);
                 on_error(resource);
             }
         }
@@ -249,7 +393,13 @@ pub async fn run(client: Client, node_name: String, tx: mpsc::Sender<Event>, on_
 ///
 /// # Errors
 /// [`Error::Kube`] when no usable configuration is found.
-pub async fn client(kubeconfig: &str, master: Option<&str>) -> Result<Client> {
+pub async fn client(kubeconfig: &str, master: Option<&str>, tuning: &Tuning) -> Result<Client> {
+    let config = config(kubeconfig, master, tuning).await?;
+    Client::try_from(config).map_err(|e| Error::Kube(e.into()))
+}
+
+/// The client config [`client`] uses.
+async fn config(kubeconfig: &str, master: Option<&str>, tuning: &Tuning) -> Result<kube::Config> {
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| Error::Kube(e);
     let mut config = if kubeconfig.is_empty() {
         kube::Config::infer().await.map_err(|e| boxed(e.into()))?
@@ -264,8 +414,16 @@ pub async fn client(kubeconfig: &str, master: Option<&str>) -> Result<Client> {
             .parse()
             .map_err(|e: http::uri::InvalidUri| boxed(e.into()))?;
     }
-    Client::try_from(config).map_err(|e| boxed(e.into()))
+    // kube leaves the read timeout off; without one, a LIST (or a watch's first
+    // response) sent to an API server that accepts but never answers waits forever and
+    // the watcher never retries. Counted from the request, not from when a pooled
+    // connection went idle.
+    config.read_timeout = Some(tuning.read_timeout);
+    config.reset_reader_on_write = true;
+    Ok(config)
 }
 
+#[cfg(test)]
+pub mod fake_http;
 #[cfg(test)]
 mod tests;

@@ -166,7 +166,7 @@ async fn waits_for_every_initial_list_then_follows_watches_and_relists_on_410() 
     let on_error: OnError = Box::new(move |_| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
-    tokio::spawn(run(client, "n1".into(), tx, on_error));
+    tokio::spawn(run(client, "n1".into(), tx, on_error, Tuning::default()));
 
     // The filters upstream uses, pushed to the server.
     let uri = api
@@ -333,7 +333,7 @@ async fn a_forbidden_list_is_reported_and_retried_and_holds_back_the_first_sync(
     let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = errors.clone();
     let on_error: OnError = Box::new(move |r| seen.lock().unwrap().push(r));
-    tokio::spawn(run(client, "n1".into(), tx, on_error));
+    tokio::spawn(run(client, "n1".into(), tx, on_error, Tuning::default()));
     api.list(
         Resource::Services,
         "10",

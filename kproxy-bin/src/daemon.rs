@@ -198,6 +198,7 @@ pub async fn run_with(
     let bind_ip = cfg.bind_address.parse::<IpAddr>().ok();
     let runner = Runner::new(tracker, proxier, timing, health, metrics)
         .with_bind_ip(bind_ip)
+        .with_host_addresses(true)
         .with_synced(synced_tx);
     let mut stopped = Ok(());
     runner.run(rx, async { stopped = stop.await }).await;

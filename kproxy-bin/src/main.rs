@@ -14,6 +14,7 @@ mod conntrack;
 mod daemon;
 mod error;
 mod health;
+mod host;
 mod input;
 mod meta;
 mod metrics;

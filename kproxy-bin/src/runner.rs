@@ -61,6 +61,10 @@ pub struct Runner {
     bind_ip: Option<IpAddr>,
     /// Receives the map after each successful sync (the service health servers).
     synced: Option<watch::Sender<Arc<Synced>>>,
+    /// Read the local addresses from the host's interfaces.
+    host_addresses: bool,
+    /// Reading them failed once already (warned; the Node's addresses are used).
+    host_addresses_failed: bool,
     /// Process start: older trigger times are not counted (as upstream).
     started: SystemTime,
 }
@@ -123,9 +127,19 @@ impl Runner {
             health,
             metrics,
             bind_ip: None,
+            host_addresses: false,
+            host_addresses_failed: false,
             synced: None,
             started: SystemTime::now(),
         }
+    }
+
+    /// Takes the node's local addresses from its interfaces at each sync (as upstream),
+    /// instead of the Node object's; see [`crate::host`].
+    #[must_use]
+    pub fn with_host_addresses(mut self, on: bool) -> Self {
+        self.host_addresses = on;
+        self
     }
 
     /// Uses `ip` as the node's primary IP of its family.
@@ -240,7 +254,20 @@ impl Runner {
         let snapshot = self.tracker.snapshot();
         let name = self.tracker.options().node_name.clone();
         self.health.set_node(snapshot.node(&name));
-        let facts = node_facts(&name, self.bind_ip, snapshot);
+        let mut facts = node_facts(&name, self.bind_ip, snapshot);
+        if self.host_addresses {
+            match crate::host::interface_addresses() {
+                Ok(ips) => {
+                    facts.local_addresses =
+                        crate::host::local_addresses(Some(&ips), &facts.local_addresses);
+                }
+                Err(e) if !self.host_addresses_failed => {
+                    self.host_addresses_failed = true;
+                    tracing::warn!(error = %e, "cannot read the interfaces' addresses; using the Node object's");
+                }
+                Err(_) => {}
+            }
+        }
         let map = self.tracker.map();
         let result = self.proxier.sync(map, &st.pending, &facts).await;
         st.dirty = false;

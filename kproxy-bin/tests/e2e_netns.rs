@@ -823,3 +823,44 @@ fn without_net_admin_kproxy_exits_with_an_error_naming_the_capability() {
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+/// `nodePortAddresses` CIDRs match the node's interface addresses, as upstream's do, not
+/// only the addresses the Node object reports: a second address on the node's interface
+/// (absent from the Node object) serves the node port, one outside the CIDR does not.
+#[test]
+fn nodeport_addresses_match_the_interfaces_addresses_not_only_the_node_objects() {
+    let Some(mut lab) = backends_up("npaddr") else {
+        return;
+    };
+    let (node, backend) = (lab.node.clone(), lab.backend.clone());
+    lab.ns(
+        &node,
+        &["ip", "addr", "add", "10.242.0.9/24", "dev", "eth0"],
+    );
+    lab.ns(
+        &node,
+        &["ip", "addr", "add", "10.243.0.9/24", "dev", "eth0"],
+    );
+    lab.start_kproxy_with(
+        "iptables",
+        &[],
+        &[
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
+            "--nodeport-addresses",
+            "10.242.0.0/24",
+        ],
+    );
+    wait_for_backend_1(&lab);
+    let extra = format!("10.242.0.9:{NODE_PORT}");
+    if let Err(e) = lab.wait_for(&backend, &extra, "backend-1", Duration::from_secs(10)) {
+        lab.fail(&format!("node port on an interface-only address: {e}"));
+    }
+    let rules = lab.saved_rules();
+    assert!(
+        rules.contains("-A KUBE-SERVICES -d 10.242.0.9/32 ") && !rules.contains("-d 10.243.0.9/32"),
+        "KUBE-SERVICES jumps to KUBE-NODEPORTS per matching interface address:\n{rules}"
+    );
+}

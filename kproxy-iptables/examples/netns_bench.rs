@@ -7,11 +7,18 @@
 //! Times a full sync of SERVICES (default 10 000) × ENDPOINTS (default 10) through
 //! [`IptablesProxier`] (plan + jump rules + iptables-save + iptables-restore), the bare
 //! `iptables-restore` of the same text into a second fresh namespace, and a partial sync
-//! after one endpoint change; prints ratios and the process's peak RSS. The namespaces
-//! are deleted on exit, also on error. With iptables-nft the proxier writes large
-//! plans in batches (`PlanConfig::restore_batch_lines`); the reference is still one
-//! `iptables-restore` of the whole text, as upstream loads it. `KPROXY_BENCH_BACKEND=legacy|nft` picks the
-//! iptables flavour (default: plain `iptables-restore`).
+//! after one endpoint change (median of 5), next to the floor of any restore into that
+//! table (one rule in a new chain); prints ratios and the process's peak RSS. The
+//! namespaces are deleted on exit, also on error.
+//!
+//! With iptables-nft the proxier writes large plans in batches
+//! (`PlanConfig::restore_batch_lines`); the reference is still one `iptables-restore`
+//! of the whole text, as upstream loads it.
+//!
+//! Environment: `KPROXY_BENCH_BACKEND=legacy|nft` picks the iptables flavour (default:
+//! plain `iptables-restore`); `KPROXY_BENCH_REFERENCE_LIMIT=SECONDS` kills the reference
+//! restore after that long (default 900; 0 skips it); `KPROXY_BENCH_NS` names the
+//! namespaces (`<prefix>-a`, `<prefix>-b`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -19,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use kproxy_core::model::IpFamily;
 use kproxy_core::{ChangeSet, KubeProxyConfiguration, Object, Proxier};
-use kproxy_iptables::exec::{Backend, RealExecutor};
+use kproxy_iptables::exec::{Backend, Executor, RealExecutor, RestoreFlags};
 use kproxy_iptables::plan::{PlanConfig, plan};
 use kproxy_iptables::proxier::IptablesProxier;
 use kproxy_iptables::synth;
@@ -65,7 +72,9 @@ fn backend() -> (Backend, &'static str) {
     }
 }
 
-fn raw_restore(ns: &str, text: &str) -> Result<Duration, String> {
+/// Times `iptables-restore` of `text` in `ns`; `None` when it has not finished within
+/// `limit` (it is killed then: iptables-nft's time grows much faster than its input).
+fn raw_restore(ns: &str, text: &str, limit: Duration) -> Result<Option<Duration>, String> {
     let start = Instant::now();
     let mut child = Command::new("ip")
         .args([
@@ -81,17 +90,31 @@ fn raw_restore(ns: &str, text: &str) -> Result<Duration, String> {
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(text.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("iptables-restore failed".into());
+    // iptables-restore reads as it parses: write from a thread, so that the limit
+    // applies while the input is still going in.
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let input = text.to_owned();
+    let writer = std::thread::spawn(move || {
+        // A killed restore closes the pipe: that error is expected then.
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            let elapsed = start.elapsed();
+            let _ = writer.join();
+            if !status.success() {
+                return Err("iptables-restore failed".into());
+            }
+            return Ok(Some(elapsed));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = writer.join();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(start.elapsed())
 }
 
 fn main() -> Result<(), String> {
@@ -140,7 +163,18 @@ fn main() -> Result<(), String> {
         .map_err(|e| format!("{e:?}"))?;
     let full_time = start.elapsed();
 
-    let raw_time = raw_restore(&b.0, &text)?;
+    let limit = Duration::from_secs(
+        std::env::var("KPROXY_BENCH_REFERENCE_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(900),
+    );
+    // A limit of 0 skips the reference (iptables-nft at 10 000 services takes hours).
+    let raw_time = if limit.is_zero() {
+        None
+    } else {
+        raw_restore(&b.0, &text, limit)?
+    };
     let restores = proxier
         .plan_config_mut(IpFamily::V4)
         .map(|c| {
@@ -151,15 +185,57 @@ fn main() -> Result<(), String> {
         })
         .unwrap_or(1);
 
+    // Partial syncs: one endpoint of one service changes, five times (other services
+    // each time); the median is reported, so one scheduling hiccup does not decide it.
+    let mut before = map;
     let mut after = snap.clone();
-    after.apply(Object::EndpointSlice(synth::slice(n / 2, k, 1)));
-    let after_map = synth::map(&after);
-    let changes = ChangeSet::between(&map, &after_map);
-    let start = Instant::now();
-    let stats = rt
-        .block_on(proxier.sync(&after_map, &changes, &node))
-        .map_err(|e| format!("{e:?}"))?;
-    let partial_time = start.elapsed();
+    let mut partials = Vec::new();
+    let mut stats = None;
+    for i in 0..5 {
+        after.apply(Object::EndpointSlice(synth::slice(
+            (n / 2 + i) % n.max(1),
+            k,
+            1,
+        )));
+        let after_map = synth::map(&after);
+        let changes = ChangeSet::between(&before, &after_map);
+        let start = Instant::now();
+        stats = Some(
+            rt.block_on(proxier.sync(&after_map, &changes, &node))
+                .map_err(|e| format!("{e:?}"))?,
+        );
+        partials.push(start.elapsed());
+        before = after_map;
+    }
+    partials.sort();
+    let partial_time = partials[partials.len() / 2];
+    let stats = stats.ok_or("no partial sync")?;
+
+    // The floor of any restore into this table: one RETURN rule in a new, unreferenced
+    // chain (then deleted, untimed). With iptables-nft the kernel validates the whole
+    // jump graph from the base chains on every commit that adds a rule.
+    let mut floors = Vec::new();
+    for i in 0..5 {
+        let chain = format!("KUBE-BENCH-FLOOR-{i}");
+        let add = format!("*nat\n:{chain} - [0:0]\n-A {chain} -j RETURN\nCOMMIT\n");
+        let start = Instant::now();
+        rt.block_on(
+            proxier
+                .executor()
+                .restore(IpFamily::V4, &add, RestoreFlags::default()),
+        )
+        .map_err(|e| e.to_string())?;
+        floors.push(start.elapsed());
+        let del = format!("*nat\n:{chain} - [0:0]\n-X {chain}\nCOMMIT\n");
+        rt.block_on(
+            proxier
+                .executor()
+                .restore(IpFamily::V4, &del, RestoreFlags::default()),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    floors.sort();
+    let floor = floors[floors.len() / 2];
 
     println!("backend: {}", backend().1);
     println!(
@@ -168,19 +244,32 @@ fn main() -> Result<(), String> {
     );
     println!("plan only (full):               {plan_time:>10.3?}");
     println!("kproxy full sync (all steps):   {full_time:>10.3?}  ({restores} restores)");
-    println!("iptables-restore alone:         {raw_time:>10.3?}");
+    match raw_time {
+        Some(raw) => {
+            println!("iptables-restore alone:         {raw:>10.3?}");
+            println!(
+                "  full sync / restore alone:    {:>10.2}x",
+                full_time.as_secs_f64() / raw.as_secs_f64()
+            );
+        }
+        None if limit.is_zero() => println!("iptables-restore alone:         skipped"),
+        None => {
+            println!("iptables-restore alone:         not done after {limit:?} (killed)");
+            println!(
+                "  full sync / restore alone:    <{:>9.3}x",
+                full_time.as_secs_f64() / limit.as_secs_f64()
+            );
+        }
+    }
     println!(
-        "  full sync / restore alone:    {:>10.2}x",
-        full_time.as_secs_f64() / raw_time.as_secs_f64()
-    );
-    println!(
-        "kproxy partial sync (1 ep):     {partial_time:>10.3?}  ({} rules written, full={})",
+        "kproxy partial sync (1 ep):     {partial_time:>10.3?}  (median of 5, {partials:.1?}; {} rules written, full={})",
         stats.objects_written, stats.full
     );
     println!(
         "  full sync / partial sync:     {:>10.1}x",
         full_time.as_secs_f64() / partial_time.as_secs_f64()
     );
+    println!("one-rule restore (floor):       {floor:>10.3?}  (median of 5)");
     println!("peak RSS:                       {:>10} KiB", peak_rss_kib());
     Ok(())
 }

@@ -162,6 +162,13 @@ fn blocking_request(
             let parsed = NetlinkMessage::<NfacctMessage>::deserialize(rest)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             let len = parsed.header.length as usize;
+            if len == 0 {
+                // A zero length would never advance: a broken answer, not a loop.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink message of length 0",
+                ));
+            }
             match parsed.payload {
                 // The acknowledgement (code 0) ends every request sent with NLM_F_ACK.
                 NetlinkPayload::Error(e) if e.code.is_none() => return Ok(replies),

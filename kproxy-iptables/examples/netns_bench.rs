@@ -143,9 +143,10 @@ fn main() -> Result<(), String> {
     let cfg = PlanConfig::defaults(IpFamily::V4);
 
     let start = Instant::now();
-    let text = plan(&map, &ChangeSet::full(), &node, &cfg, IpFamily::V4, None).text;
+    let planned = plan(&map, &ChangeSet::full(), &node, &cfg, IpFamily::V4, None).text;
     let plan_time = start.elapsed();
-    let lines = text.lines().count();
+    let lines = planned.lines().count();
+    drop(planned);
 
     let exec = RealExecutor::new(backend().0)
         .with_prefix(vec![
@@ -169,21 +170,56 @@ fn main() -> Result<(), String> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(900),
     );
+    // The reference host is prepared as a node is: a proxier syncing an empty cluster
+    // puts the jump rules from the built-in chains (the kernel checks the whole jump
+    // graph from them on every load), the canaries and the nfacct objects in place. It
+    // then loads, in one restore as upstream does, exactly the rules kproxy loaded:
+    // the plan for the proxier's own settings, unbatched.
+    let mut settings = proxier
+        .plan_config_mut(IpFamily::V4)
+        .ok_or("IPv4 not configured")?
+        .clone();
+    let restores = plan(
+        &map,
+        &ChangeSet::full(),
+        &node,
+        &settings,
+        IpFamily::V4,
+        None,
+    )
+    .batches
+    .len()
+        + 1;
+    settings.restore_batch_lines = None;
+    let text = plan(
+        &map,
+        &ChangeSet::full(),
+        &node,
+        &settings,
+        IpFamily::V4,
+        None,
+    )
+    .text;
     // A limit of 0 skips the reference (iptables-nft at 10 000 services takes hours).
     let raw_time = if limit.is_zero() {
         None
     } else {
+        let exec_b = RealExecutor::new(backend().0)
+            .with_prefix(vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                b.0.clone(),
+            ])
+            .with_timeout(Duration::from_secs(600));
+        let mut base =
+            IptablesProxier::new(exec_b, &KubeProxyConfiguration::default(), &[IpFamily::V4])
+                .map_err(|e| e.to_string())?;
+        let empty = synth::map(&synth::snapshot(0, 0));
+        rt.block_on(base.sync(&empty, &ChangeSet::full(), &node))
+            .map_err(|e| format!("{e:?}"))?;
         raw_restore(&b.0, &text, limit)?
     };
-    let restores = proxier
-        .plan_config_mut(IpFamily::V4)
-        .map(|c| {
-            plan(&map, &ChangeSet::full(), &node, c, IpFamily::V4, None)
-                .batches
-                .len()
-                + 1
-        })
-        .unwrap_or(1);
 
     // Partial syncs: one endpoint of one service changes, five times (other services
     // each time); the median is reported, so one scheduling hiccup does not decide it.

@@ -6,14 +6,16 @@
 //! Where to start:
 //! - [`netlink`]: a codec for the kernel's `IPVS` generic netlink family
 //!   (include/uapi/linux/ip_vs.h), tested against bytes captured from `ipvsadm`;
-//! - [`handle::IpvsHandle`]: an async client over it, behind the [`handle::IpvsOps`] trait;
+//! - [`handle::IpvsHandle`]: an async client over it, behind the [`handle::IpvsOps`] trait,
+//!   with a pipelined socket for bulk writes ([`handle::pipeline`]);
 //! - [`plan::plan`]: pure, deterministic desired state (virtual servers, kube-ipvs0
 //!   addresses, ipsets, companion iptables rules) from a [`kproxy_core::ServiceMap`];
 //!   [`plan::render_plan`] prints it for `kproxy plan --proxy-mode ipvs`;
 //! - [`reconcile::diff`]: ordered operations from what the kernel has to what the plan
 //!   wants, with graceful termination;
 //! - [`proxier::IpvsProxier`]: the [`kproxy_core::Proxier`] gluing it together through
-//!   an [`exec::Executor`].
+//!   an [`exec::Executor`], with [`plan::IncrementalPlan`] for partial syncs and
+//!   [`proxier::Metrics`] for failures (fault tests in `src/proxier/fault_tests.rs`).
 //!
 //! Tests: `cargo test -p kproxy-ipvs` runs the pure ones (golden bytes captured from
 //! ipvsadm in the VM, property tests, the proxier against `exec::FakeIpvs` and

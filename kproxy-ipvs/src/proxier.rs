@@ -3,17 +3,25 @@
 //! Each sync: plan (pure) → ipsets → IPVS diff applied in order → kube-ipvs0 addresses →
 //! companion iptables → conntrack cleanup → unbind addresses nobody wants. The first
 //! sync and every full sync read the whole IPVS table from the kernel, so a restarted
-//! proxier adopts what is there and changes only what is wrong; partial syncs diff
-//! against the state the last sync left, re-reading only the touched services.
+//! proxier adopts what is there and changes only what is wrong. Partial syncs re-plan
+//! only the ports in the change set ([`IncrementalPlan`]) and touch only what that
+//! changed: ipset `add`/`del` lines, the changed virtual servers (read again first),
+//! the addresses that come and go.
+//!
+//! Faults (issue 8): IPVS requests go out in two phases, every add and update first,
+//! then the deletes and weight-0 updates of virtual servers whose adds all went in, so
+//! a failure never takes away a working destination before its replacement is in. A
+//! failed step is logged, counted in [`Metrics`] and returned; the proxier then forgets
+//! its cache and plan, so the next sync reads the kernel again in full and converges.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_core::model::IpFamily;
+use kproxy_core::model::{IpFamily, ServicePortName};
 use kproxy_core::{ChangeSet, KubeProxyConfiguration, NodeFacts, Proxier, ServiceMap, SyncStats};
 use tokio::time::Instant;
 
@@ -21,11 +29,13 @@ use crate::error::{Error, Result};
 use crate::exec::{Executor, RealExecutor};
 use crate::handle::{IpvsHandle, IpvsOps};
 use crate::netlink::{IpvsInfo, ServiceKey};
-use crate::plan::{CHAINS, DUMMY_INTERFACE, IpSet, Plan, SETS, plan, set_name};
+use crate::plan::{
+    CHAINS, DUMMY_INTERFACE, IncrementalPlan, Plan, PlanContext, SETS, VirtualServer, set_name,
+};
 use crate::reconcile::{Actual, DestKey, DiffOptions, Op, apply, diff, owned};
 
-/// IPVS requests kept in flight at once during a sync.
-pub const OPS_IN_FLIGHT: usize = 64;
+mod metrics;
+pub use metrics::Metrics;
 
 /// How long a removed TCP destination may drain before it is deleted anyway.
 pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -40,8 +50,9 @@ pub struct IpvsProxier {
     graceful_timeout: Duration,
     draining: BTreeMap<DestKey, Instant>,
     cache: Option<Actual>,
-    last_plan: Option<Plan>,
+    planner: Option<IncrementalPlan>,
     initialized: bool,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for IpvsProxier {
@@ -83,8 +94,9 @@ impl IpvsProxier {
             graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
             draining: BTreeMap::new(),
             cache: None,
-            last_plan: None,
+            planner: None,
             initialized: false,
+            metrics: Metrics::default(),
         })
     }
 
@@ -114,9 +126,14 @@ impl IpvsProxier {
         self.draining.keys().copied().collect()
     }
 
+    /// What this proxier counted so far (failures included).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The plan of the last successful sync.
     pub fn last_plan(&self) -> Option<&Plan> {
-        self.last_plan.as_ref()
+        self.planner.as_ref().map(IncrementalPlan::plan)
     }
 
     async fn init(&mut self) {
@@ -151,24 +168,23 @@ impl IpvsProxier {
         }
     }
 
-    async fn read_service(&self, svc: &crate::netlink::Service, actual: &mut Actual) -> Result<()> {
-        let dests = self.ipvs.list_destinations(svc).await?;
-        actual.insert(svc.key(), (svc.clone(), dests));
-        Ok(())
-    }
-
     /// The kernel's services of our family, with destinations for those we may touch.
     async fn read_all(&self, opts: &DiffOptions) -> Result<Actual> {
         let mut actual = Actual::new();
+        let mut ours = Vec::new();
         for svc in self.ipvs.list_services().await? {
             if svc.family != self.family {
                 continue;
             }
             if owned(&svc, opts) {
-                self.read_service(&svc, &mut actual).await?;
+                ours.push(svc);
             } else {
                 actual.insert(svc.key(), (svc, Vec::new()));
             }
+        }
+        let dests = self.ipvs.list_destinations_of(&ours).await?;
+        for (svc, d) in ours.into_iter().zip(dests) {
+            actual.insert(svc.key(), (svc, d));
         }
         Ok(actual)
     }
@@ -179,45 +195,79 @@ impl IpvsProxier {
         changes: &ChangeSet,
         node: &NodeFacts,
     ) -> Result<SyncStats> {
-        let full = changes.full || self.cache.is_none();
         if !self.initialized {
             self.init().await;
         }
-        // Full syncs read the link; partial ones trust what the last sync left there.
-        let bound = match (&self.last_plan, full) {
-            (Some(last), false) => last.addresses.clone(),
-            _ => {
-                self.exec.ensure_dummy(DUMMY_INTERFACE).await?;
+        // The plan: partial syncs re-plan only the ports the change set names, when the
+        // node facts are those of the last plan; anything else plans in full. The old
+        // planner is dropped unless this sync succeeds.
+        let mut full = changes.full || self.cache.is_none();
+        let mut facts = node.clone();
+        let mut incremental = None;
+        match self.planner.take() {
+            Some(mut pl) if !full => {
+                // Partial syncs trust that the link holds what the last sync bound.
+                facts
+                    .local_addresses
+                    .retain(|a| !pl.plan().addresses.contains(a));
+                let cx = PlanContext::new(&facts, &self.cfg, self.family);
+                if *pl.context() == cx {
+                    let names: Vec<ServicePortName> = changes
+                        .added
+                        .iter()
+                        .chain(&changes.updated)
+                        .chain(&changes.removed)
+                        .filter(|(f, _)| *f == self.family)
+                        .map(|(_, n)| n.clone())
+                        .collect();
+                    let delta = pl.update(map, &names);
+                    incremental = Some((pl, delta));
+                } else {
+                    full = true;
+                }
+            }
+            _ => full = true,
+        }
+        let (planner, delta, bound) = match incremental {
+            Some((pl, delta)) => (pl, Some(delta), BTreeSet::new()),
+            None => {
+                // Full syncs read the link.
                 self.exec
+                    .ensure_dummy(DUMMY_INTERFACE)
+                    .await
+                    .inspect_err(|_| self.metrics.address_failures += 1)?;
+                let bound = self
+                    .exec
                     .list_addresses(DUMMY_INTERFACE, self.family)
-                    .await?
+                    .await?;
+                let mut facts = node.clone();
+                facts.local_addresses.retain(|a| !bound.contains(a));
+                let cx = PlanContext::new(&facts, &self.cfg, self.family);
+                (IncrementalPlan::new(map, cx), None, bound)
             }
         };
-        let mut facts = node.clone();
-        facts.local_addresses.retain(|a| !bound.contains(a));
-        let p = plan(map, &facts, &self.cfg, self.family);
+        let p = planner.plan();
         let mut written = 0;
 
-        // 1. ipsets (the iptables rules below reference them).
-        if full || self.last_plan.as_ref().is_none_or(|l| l.ipsets != p.ipsets) {
-            let existing = self.exec.ipset_names().await?;
-            let changed: Vec<IpSet> = match (&self.last_plan, full) {
-                (Some(l), false) => p
-                    .ipsets
-                    .iter()
-                    .filter(|s| !l.ipsets.contains(s))
-                    .cloned()
-                    .collect(),
-                _ => p.ipsets.clone(),
-            };
+        // 1. ipsets (the iptables rules below reference them). A failure stops the sync
+        //    here, before IPVS: the kernel keeps the last good state whole.
+        let ipset_text = match &delta {
+            // The sets are as the last sync left them: add and delete the difference.
+            Some(d) => {
+                written += d.entries_added.len() + d.entries_removed.len();
+                d.ipset_text(p)
+            }
+            None => {
+                let existing = self.exec.ipset_names().await?;
+                written += p.ipsets.len();
+                crate::plan::ipset_restore_text(&p.ipsets, self.family, Some(&existing))
+            }
+        };
+        if !ipset_text.is_empty() {
             self.exec
-                .ipset_restore(&crate::plan::ipset_restore_text(
-                    &changed,
-                    self.family,
-                    Some(&existing),
-                ))
-                .await?;
-            written += changed.len();
+                .ipset_restore(&ipset_text)
+                .await
+                .inspect_err(|_| self.metrics.ipset_restore_failures += 1)?;
         }
 
         // 2. IPVS.
@@ -232,38 +282,54 @@ impl IpvsProxier {
                 .map(|(k, _)| *k)
                 .collect(),
         };
-        let mut actual = match (full, self.cache.take()) {
-            (false, Some(mut cache)) => {
-                let touched: BTreeSet<ServiceKey> = p
+        let (mut actual, d) = match (&delta, self.cache.take()) {
+            (Some(delta), Some(mut cache)) => {
+                // Partial: the kernel is as the last successful sync left it (a failure
+                // drops the cache), so only virtual servers whose plan changed, and
+                // those draining, need a look. They are read again (connection counts,
+                // and whatever else changed them); the rest is not even compared.
+                let dirty = delta
                     .services
                     .iter()
-                    .filter(|(_, v)| changes.touches(self.family, &v.owner))
-                    .map(|(k, _)| *k)
+                    .copied()
                     .chain(self.draining.keys().map(|(k, _)| *k))
+                    .collect::<BTreeSet<ServiceKey>>();
+                let svcs: Vec<crate::netlink::Service> = dirty
+                    .iter()
+                    .filter_map(|k| cache.get(k).map(|(s, _)| s.clone()))
                     .collect();
-                for key in touched {
-                    if let Some((svc, _)) = cache.get(&key).cloned() {
-                        self.read_service(&svc, &mut cache).await?;
-                    }
+                let dests = self.ipvs.list_destinations_of(&svcs).await?;
+                for (svc, d) in svcs.into_iter().zip(dests) {
+                    cache.insert(svc.key(), (svc, d));
                 }
-                cache
+                let have: Actual = dirty
+                    .iter()
+                    .filter_map(|k| cache.get(k).map(|v| (*k, v.clone())))
+                    .collect();
+                let want: BTreeMap<ServiceKey, VirtualServer> = dirty
+                    .iter()
+                    .filter_map(|k| p.services.get(k).map(|v| (*k, v.clone())))
+                    .collect();
+                let d = diff(&have, &want, &opts);
+                (cache, d)
             }
-            _ => self.read_all(&opts).await?,
+            _ => {
+                let actual = self.read_all(&opts).await?;
+                let d = diff(&actual, &p.services, &opts);
+                (actual, d)
+            }
         };
-        let d = diff(&actual, &p.services, &opts);
-        // Like upstream, one failing service does not stop the others: run every op,
-        // report the first failure at the end (the runner retries with a full sync).
+        // Like upstream, one failing service does not stop the others: every op runs and
+        // the first failure is reported at the end (the runner retries, in full).
+        // Adds and updates first; then deletes and weight-0 updates, except for a
+        // virtual server whose add or update failed: it keeps its old destinations
+        // until a sync gets its new ones in.
         let mut failed = None;
-        // Up to OPS_IN_FLIGHT requests at once. The kernel handles a netlink socket's
-        // messages in the order they are sent, and they are sent in op order, so a
-        // service is still added before its destinations.
-        let ipvs = self.ipvs.clone();
-        let results: Vec<Result<()>> =
-            futures::stream::iter(d.ops.iter().cloned().map(|op| run_op(ipvs.clone(), op)))
-                .buffered(OPS_IN_FLIGHT)
-                .collect()
-                .await;
-        for (op, r) in d.ops.iter().zip(results) {
+        let (additive, destructive): (Vec<Op>, Vec<Op>) =
+            d.ops.iter().cloned().partition(|op| !op.is_destructive());
+        let mut broken: BTreeSet<ServiceKey> = BTreeSet::new();
+        let results = self.ipvs.apply_ops(&additive).await;
+        for (op, r) in additive.iter().zip(results) {
             match r {
                 // The cache mirrors the kernel; an op the kernel took applies here too.
                 Ok(()) => {
@@ -271,11 +337,37 @@ impl IpvsProxier {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "ipvs operation failed");
+                    self.metrics.ipvs_failures += 1;
+                    broken.insert(op.service().key());
                     failed.get_or_insert(e);
                 }
             }
         }
-        written += d.ops.len();
+        let (destructive, deferred): (Vec<Op>, Vec<Op>) = destructive
+            .into_iter()
+            .partition(|op| !broken.contains(&op.service().key()));
+        if !deferred.is_empty() {
+            tracing::warn!(
+                ops = deferred.len(),
+                services = broken.len(),
+                "keeping old ipvs destinations of services whose update failed"
+            );
+            self.metrics.ipvs_deferred += deferred.len() as u64;
+        }
+        let results = self.ipvs.apply_ops(&destructive).await;
+        for (op, r) in destructive.iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    let _ = apply(&mut actual, op);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ipvs operation failed");
+                    self.metrics.ipvs_failures += 1;
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        written += additive.len() + destructive.len();
         self.draining.retain(|k, _| d.draining.contains(k));
         for k in &d.draining {
             self.draining.entry(*k).or_insert(now);
@@ -283,19 +375,24 @@ impl IpvsProxier {
         self.cache = Some(actual);
 
         // 3. Bind the wanted addresses.
-        for ip in p.addresses.difference(&bound) {
-            self.exec.add_address(DUMMY_INTERFACE, *ip).await?;
-            written += 1;
+        let to_bind: Vec<IpAddr> = match &delta {
+            Some(d) => d.addresses_added.clone(),
+            None => p.addresses.difference(&bound).copied().collect(),
+        };
+        if !to_bind.is_empty() {
+            self.exec
+                .add_addresses(DUMMY_INTERFACE, &to_bind)
+                .await
+                .inspect_err(|_| self.metrics.address_failures += 1)?;
+            written += to_bind.len();
         }
 
         // 4. Companion iptables rules, and the jumps to them on full syncs.
-        if full
-            || self
-                .last_plan
-                .as_ref()
-                .is_none_or(|l| l.iptables != p.iptables)
-        {
-            self.exec.restore_iptables(self.family, &p.iptables).await?;
+        if delta.as_ref().is_none_or(|d| d.iptables_changed) {
+            self.exec
+                .restore_iptables(self.family, &p.iptables)
+                .await
+                .inspect_err(|_| self.metrics.iptables_restore_failures += 1)?;
             written += 1;
         }
         if full {
@@ -339,9 +436,16 @@ impl IpvsProxier {
         }
 
         // 6. Unbind addresses no longer wanted (upstream does this last, too).
-        for ip in bound.difference(&p.addresses) {
-            self.exec.del_address(DUMMY_INTERFACE, *ip).await?;
-            written += 1;
+        let to_unbind: Vec<IpAddr> = match &delta {
+            Some(d) => d.addresses_removed.clone(),
+            None => bound.difference(&p.addresses).copied().collect(),
+        };
+        if !to_unbind.is_empty() {
+            self.exec
+                .del_addresses(DUMMY_INTERFACE, &to_unbind)
+                .await
+                .inspect_err(|_| self.metrics.address_failures += 1)?;
+            written += to_unbind.len();
         }
 
         if let Some(e) = failed {
@@ -353,7 +457,7 @@ impl IpvsProxier {
         } else {
             changes.added.len() + changes.updated.len()
         };
-        self.last_plan = Some(p);
+        self.planner = Some(planner);
         Ok(SyncStats {
             full,
             ports_programmed: ports,
@@ -420,24 +524,22 @@ impl IpvsProxier {
             }
         }
         self.cache = None;
-        self.last_plan = None;
+        self.planner = None;
         self.draining.clear();
         first_err.map_or(Ok(()), Err)
     }
 }
 
-/// One IPVS operation, owned, as a boxed future (so a stream can hold many).
-fn run_op(ipvs: Arc<dyn IpvsOps>, op: Op) -> futures::future::BoxFuture<'static, Result<()>> {
-    Box::pin(async move {
-        match &op {
-            Op::AddService(s) => ipvs.add_service(s).await,
-            Op::UpdateService(s) => ipvs.update_service(s).await,
-            Op::DeleteService(s) => ipvs.delete_service(s).await,
-            Op::AddDest(s, x) => ipvs.add_destination(s, x).await,
-            Op::UpdateDest(s, x) => ipvs.update_destination(s, x).await,
-            Op::DeleteDest(s, x) => ipvs.delete_destination(s, x).await,
-        }
-    })
+/// `e` and its sources, `: `-separated.
+fn error_chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn backend(e: Error) -> kproxy_core::Error {
@@ -459,11 +561,28 @@ impl Proxier for IpvsProxier {
         changes: &ChangeSet,
         node: &NodeFacts,
     ) -> kproxy_core::Result<SyncStats> {
+        let started = Instant::now();
         let r = self.sync_inner(map, changes, node).await;
-        if r.is_err() {
-            // Re-read everything next time: the kernel may hold half of this sync.
-            self.cache = None;
-            self.last_plan = None;
+        match &r {
+            Ok(stats) => {
+                if stats.full {
+                    self.metrics.full_syncs += 1;
+                } else {
+                    self.metrics.partial_syncs += 1;
+                }
+                self.metrics.last_error = None;
+                self.metrics.last_sync = started.elapsed();
+            }
+            Err(e) => {
+                // Re-read everything next time: the kernel may hold half of this sync,
+                // or more than the answers said (a lost ack), so the cache, the last
+                // plan and the bound addresses are no longer known.
+                self.cache = None;
+                self.planner = None;
+                self.metrics.sync_failures += 1;
+                self.metrics.last_error = Some(error_chain(e));
+                tracing::warn!(error = %error_chain(e), family = %self.family, "ipvs sync failed; the next sync reads the kernel again");
+            }
         }
         r.map_err(backend)
     }
@@ -473,5 +592,7 @@ impl Proxier for IpvsProxier {
     }
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

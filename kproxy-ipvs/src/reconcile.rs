@@ -10,7 +10,10 @@
 //!   no active or inactive connections, or its drain has timed out; otherwise it is set
 //!   to weight 0 and reported as draining;
 //! - an unwanted service is deleted, unless it is of the other family, a fwmark
-//!   service, or its address is inside `ipvs.excludeCIDRs`.
+//!   service, or its address is inside `ipvs.excludeCIDRs`;
+//! - every add and update comes before every delete or weight-0 update
+//!   ([`Op::is_destructive`]), so a sync that stops midway never took away the old
+//!   before the new was in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -42,6 +45,48 @@ pub enum Op {
     UpdateDest(Service, Destination),
     /// Delete a destination.
     DeleteDest(Service, Destination),
+}
+
+impl Op {
+    /// The service the op is about.
+    pub fn service(&self) -> &Service {
+        match self {
+            Op::AddService(s)
+            | Op::UpdateService(s)
+            | Op::DeleteService(s)
+            | Op::AddDest(s, _)
+            | Op::UpdateDest(s, _)
+            | Op::DeleteDest(s, _) => s,
+        }
+    }
+
+    /// Whether the op can take traffic away from something that works: a delete, or
+    /// a destination set to weight 0. [`diff`] puts these after every other op, and the
+    /// proxier runs them only for services whose other ops all succeeded.
+    pub fn is_destructive(&self) -> bool {
+        match self {
+            Op::DeleteService(_) | Op::DeleteDest(..) => true,
+            Op::UpdateDest(_, d) => d.weight == 0,
+            Op::AddService(_) | Op::UpdateService(_) | Op::AddDest(..) => false,
+        }
+    }
+
+    /// For logs and errors: `add service 10.96.0.10:80/TCP`,
+    /// `delete destination 10.244.1.5:8080 of 10.96.0.10:80/TCP`, …
+    pub fn describe(&self) -> String {
+        match self {
+            Op::AddService(s) => format!("add service {}", s.key()),
+            Op::UpdateService(s) => format!("update service {}", s.key()),
+            Op::DeleteService(s) => format!("delete service {}", s.key()),
+            Op::AddDest(s, d) => format!("add destination {} to {}", d.socket_addr(), s.key()),
+            Op::UpdateDest(s, d) => {
+                format!("update destination {} of {}", d.socket_addr(), s.key())
+            }
+            Op::DeleteDest(s, d) => {
+                format!("delete destination {} of {}", d.socket_addr(), s.key())
+            }
+        }
+    }
 }
 
 /// What [`diff`] needs besides the two states.
@@ -78,6 +123,10 @@ pub fn diff(
     opts: &DiffOptions,
 ) -> Diff {
     let mut out = Diff::default();
+    // Destructive ops (deletes, weight 0) go last, after every add and update: a sync
+    // that fails midway has added what is new before taking away what is old (upstream
+    // `syncEndpoint` adds before it deletes, and `cleanLegacyService` runs last).
+    let mut removals = Vec::new();
     for (key, vs) in desired {
         let want = &vs.service;
         let have_dests: &[Destination] = match actual.get(key) {
@@ -112,17 +161,18 @@ pub fn diff(
             let dk = (*key, *addr);
             let datagram = matches!(want.protocol, IpvsProtocol::Udp | IpvsProtocol::Sctp);
             if datagram || h.connections() == 0 || opts.expired.contains(&dk) {
-                out.ops.push(Op::DeleteDest(want.clone(), (*h).clone()));
+                removals.push(Op::DeleteDest(want.clone(), (*h).clone()));
             } else {
                 if h.weight != 0 {
                     let mut quiesced = (*h).clone();
                     quiesced.weight = 0;
-                    out.ops.push(Op::UpdateDest(want.clone(), quiesced));
+                    removals.push(Op::UpdateDest(want.clone(), quiesced));
                 }
                 out.draining.insert(dk);
             }
         }
     }
+    out.ops.append(&mut removals);
     for (key, (svc, _)) in actual {
         if !desired.contains_key(key) && owned(svc, opts) {
             out.ops.push(Op::DeleteService(svc.clone()));

@@ -20,6 +20,7 @@ use kproxy_ipvs::exec::RealExecutor;
 use kproxy_ipvs::handle::{IpvsHandle, IpvsOps};
 use kproxy_ipvs::netlink::{Destination, IpvsInfo, IpvsProtocol, SVC_F_PERSISTENT, Service};
 use kproxy_ipvs::plan::Plan;
+use kproxy_ipvs::reconcile::Op;
 use lab::{Lab, from_ns, sh, tcp_hello, udp_hello};
 
 fn in_vm() -> bool {
@@ -540,4 +541,187 @@ async fn ipv6_proxier_uses_kube_6_sets_and_ip6tables_and_carries_tcp() {
     assert!(names.windows(2).all(|w| w[0] != w[1]), "{names:?}");
     p.cleanup().await.unwrap();
     assert!(!sh("ip6tables -t nat -S").contains("KUBE-"));
+}
+
+/// The real handle, except that while `armed` every add or update of the virtual server
+/// at `target` asks for a scheduler no kernel has: the kernel itself then refuses it
+/// (`ENOENT` from `ip_vs_scheduler_get`), in the middle of a pipelined batch.
+#[derive(Debug)]
+struct BadScheduler {
+    inner: IpvsHandle,
+    target: SocketAddr,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl BadScheduler {
+    fn sabotage(&self, op: &Op) -> Op {
+        let hit = |s: &Service| {
+            self.armed.load(Ordering::SeqCst) && SocketAddr::new(s.address, s.port) == self.target
+        };
+        match op {
+            Op::AddService(s) if hit(s) => {
+                let mut s = s.clone();
+                s.scheduler = "nosuch".into();
+                Op::AddService(s)
+            }
+            Op::UpdateService(s) if hit(s) => {
+                let mut s = s.clone();
+                s.scheduler = "nosuch".into();
+                Op::UpdateService(s)
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IpvsOps for BadScheduler {
+    async fn list_services(&self) -> kproxy_ipvs::Result<Vec<Service>> {
+        self.inner.list_services().await
+    }
+    async fn add_service(&self, s: &Service) -> kproxy_ipvs::Result<()> {
+        self.inner.add_service(s).await
+    }
+    async fn update_service(&self, s: &Service) -> kproxy_ipvs::Result<()> {
+        self.inner.update_service(s).await
+    }
+    async fn delete_service(&self, s: &Service) -> kproxy_ipvs::Result<()> {
+        self.inner.delete_service(s).await
+    }
+    async fn list_destinations(&self, s: &Service) -> kproxy_ipvs::Result<Vec<Destination>> {
+        self.inner.list_destinations(s).await
+    }
+    async fn add_destination(&self, s: &Service, d: &Destination) -> kproxy_ipvs::Result<()> {
+        self.inner.add_destination(s, d).await
+    }
+    async fn update_destination(&self, s: &Service, d: &Destination) -> kproxy_ipvs::Result<()> {
+        self.inner.update_destination(s, d).await
+    }
+    async fn delete_destination(&self, s: &Service, d: &Destination) -> kproxy_ipvs::Result<()> {
+        self.inner.delete_destination(s, d).await
+    }
+    async fn flush(&self) -> kproxy_ipvs::Result<()> {
+        self.inner.flush().await
+    }
+    async fn set_timeouts(&self, t: &IpvsInfo) -> kproxy_ipvs::Result<()> {
+        self.inner.set_timeouts(t).await
+    }
+    async fn info(&self) -> kproxy_ipvs::Result<IpvsInfo> {
+        self.inner.info().await
+    }
+    async fn apply_ops(&self, ops: &[Op]) -> Vec<kproxy_ipvs::Result<()>> {
+        let ops: Vec<Op> = ops.iter().map(|op| self.sabotage(op)).collect();
+        self.inner.apply_ops(&ops).await
+    }
+    async fn list_destinations_of(
+        &self,
+        svcs: &[Service],
+    ) -> kproxy_ipvs::Result<Vec<Vec<Destination>>> {
+        self.inner.list_destinations_of(svcs).await
+    }
+}
+
+/// MAP without be2, plus two new services: `bad` (10.96.0.77, refused by the kernel
+/// while the fault is armed) and `good` (10.96.0.78, after it in the same batch).
+fn grown() -> ServiceMap {
+    let extra = |name: &str, ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{ name: {name}, namespace: default }}\nspec:\n  clusterIP: {ip}\n  ports: [{{ name: http, port: 80, protocol: TCP }}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{ name: {name}-a, namespace: default, labels: {{ kubernetes.io/service-name: {name} }} }}\naddressType: IPv4\nports: [{{ name: http, port: 8080, protocol: TCP }}]\nendpoints:\n- {{ addresses: [10.244.1.5], nodeName: node-a }}\n"
+        )
+    };
+    map(&format!(
+        "{}{}{}",
+        MAP.replace("- { addresses: [10.244.2.6], nodeName: node-b }\n", ""),
+        extra("bad", "10.96.0.77"),
+        extra("good", "10.96.0.78")
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_error_mid_sync_keeps_traffic_flowing_and_the_next_sync_recovers() {
+    if !in_vm() {
+        return;
+    }
+    let _g = serial().await;
+    let _lab = Lab::up();
+    let bad: SocketAddr = "10.96.0.77:80".parse().unwrap();
+    let good: SocketAddr = "10.96.0.78:80".parse().unwrap();
+    let ipvs = Arc::new(BadScheduler {
+        inner: IpvsHandle::new().unwrap(),
+        target: bad,
+        armed: true.into(),
+    });
+    let mut p = real(&cfg("rr"), ipvs.clone());
+    let before = map(MAP);
+    p.sync(&before, &ChangeSet::full(), &node()).await.unwrap();
+    let good_plan = p.last_plan().unwrap().clone();
+
+    // One sync: web loses be2, `bad` is refused by the kernel, `good` comes after it.
+    let after = grown();
+    let err = p
+        .sync(&after, &ChangeSet::between(&before, &after), &node())
+        .await
+        .unwrap_err();
+    let m = p.metrics().clone();
+    assert_eq!(m.sync_failures, 1);
+    assert_eq!(m.ipvs_failures, 2, "the add of bad and of its destination");
+    let why = m.last_error.unwrap_or_default();
+    assert!(
+        why.contains("add service 10.96.0.77:80/TCP") && why.contains("No such file"),
+        "{err}: {why}"
+    );
+    let listing = ipvsadm_ln();
+    assert!(!listing.contains("10.96.0.77"), "{listing}");
+    assert!(
+        listing.contains("TCP  10.96.0.78:80 rr"),
+        "the batch went on after the failure: {listing}"
+    );
+    // Traffic to the untouched services still flows: web (now be1 only) and dns.
+    let names = from_ns(Some("cl"), || {
+        (0..3).map(|_| tcp_hello(cip()).0).collect::<Vec<_>>()
+    });
+    assert_eq!(names, ["be1", "be1", "be1"]);
+    let dns = from_ns(Some("cl"), || {
+        udp_hello(
+            "192.168.50.2".parse().unwrap(),
+            "10.96.0.53:53".parse().unwrap(),
+        )
+    });
+    assert!(dns == "be1" || dns == "be2", "{dns}");
+    assert_eq!(from_ns(Some("cl"), move || tcp_hello(good).0), "be1");
+    // Every destination both plans share is still there.
+    assert!(p.last_plan().is_none(), "a failed sync forgets its plan");
+    let now = parse_ln(&listing);
+    let new_plan = kproxy_ipvs::plan::plan(&after, &node(), &cfg("rr"), IpFamily::V4);
+    let (old_ln, new_ln) = (expected_ln(&good_plan), expected_ln(&new_plan));
+    for (head, dests) in &old_ln {
+        let Some((_, new_dests)) = new_ln.iter().find(|(h, _)| h == head) else {
+            continue;
+        };
+        let (_, have) = now
+            .iter()
+            .find(|(h, _)| h == head)
+            .unwrap_or_else(|| panic!("{head} is gone: {listing}"));
+        for d in dests.iter().filter(|d| new_dests.contains(d)) {
+            assert!(have.contains(d), "{head} lost {d}: {listing}");
+        }
+    }
+
+    // The fault goes away: the next sync (nothing changed since) reads the kernel
+    // again and puts the rest in.
+    ipvs.armed.store(false, Ordering::SeqCst);
+    let stats = p
+        .sync(&after, &ChangeSet::default(), &node())
+        .await
+        .unwrap();
+    assert!(stats.full);
+    let listing = ipvsadm_ln();
+    assert_eq!(
+        parse_ln(&listing),
+        expected_ln(p.last_plan().unwrap()),
+        "{listing}"
+    );
+    assert_eq!(from_ns(Some("cl"), move || tcp_hello(bad).0), "be1");
+    assert_eq!(p.metrics().last_error, None);
+    p.cleanup().await.unwrap();
 }

@@ -19,14 +19,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How an injected IPVS write failure behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The kernel refuses the request: nothing changes, an error comes back.
+    Refuse,
+    /// The kernel carries the request out but its answer is lost (an `ENOBUFS`
+    /// overrun, a dead socket): the table changes, yet the caller sees an error.
+    LostAck,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Writes so far (the index of the next write).
+    writes: usize,
+    /// One-shot faults by write index.
+    at: BTreeMap<usize, (Fault, String)>,
+    /// Every write from this index on is refused (a socket that died).
+    from: Option<usize>,
+    /// Every list or dump fails while set.
+    reads: bool,
+    /// Virtual servers whose every write is refused (like a scheduler the kernel
+    /// cannot load: `ENOENT` for each add or update).
+    refused: BTreeSet<crate::netlink::ServiceKey>,
+}
+
 /// A fake IPVS table. Every write goes through [`apply`], the same model the
-/// reconciler's property tests check against, and is recorded.
+/// reconciler's property tests check against, and is recorded. Faults can be injected
+/// at any write ([`fail_nth`](Self::fail_nth), [`fail_from`](Self::fail_from)) or read
+/// ([`fail_reads`](Self::fail_reads)).
 #[derive(Debug, Default)]
 pub struct FakeIpvs {
     state: Mutex<Actual>,
     ops: Mutex<Vec<Op>>,
     timeouts: Mutex<IpvsInfo>,
-    fail_next: Mutex<Option<String>>,
+    faults: Mutex<Faults>,
 }
 
 impl FakeIpvs {
@@ -59,20 +86,82 @@ impl FakeIpvs {
         }
     }
 
-    /// Makes the next write fail with `reason`.
+    /// Makes the next write fail with `reason` (refused).
     pub fn fail_next(&self, reason: &str) {
-        *lock(&self.fail_next) = Some(reason.to_owned());
+        self.fail_nth(0, Fault::Refuse, reason);
+    }
+
+    /// Makes the write `n` writes from now (0: the next) fail once, as `fault` says.
+    pub fn fail_nth(&self, n: usize, fault: Fault, reason: &str) {
+        let mut f = lock(&self.faults);
+        let at = f.writes + n;
+        f.at.insert(at, (fault, reason.to_owned()));
+    }
+
+    /// Refuses every write from `n` writes from now on, until [`heal`](Self::heal).
+    pub fn fail_from(&self, n: usize) {
+        let mut f = lock(&self.faults);
+        f.from = Some(f.writes + n);
+    }
+
+    /// Refuses every write about virtual server `key`, until [`heal`](Self::heal).
+    pub fn refuse_service(&self, key: crate::netlink::ServiceKey) {
+        lock(&self.faults).refused.insert(key);
+    }
+
+    /// Makes every list and dump fail (or work again).
+    pub fn fail_reads(&self, on: bool) {
+        lock(&self.faults).reads = on;
+    }
+
+    /// Drops every pending fault.
+    pub fn heal(&self) {
+        let mut f = lock(&self.faults);
+        f.at.clear();
+        f.from = None;
+        f.reads = false;
+        f.refused.clear();
+    }
+
+    /// Writes attempted so far, failed ones included.
+    pub fn writes(&self) -> usize {
+        lock(&self.faults).writes
+    }
+
+    fn read(&self) -> Result<()> {
+        if lock(&self.faults).reads {
+            return Err(Error::Injected("dump".into()));
+        }
+        Ok(())
     }
 
     fn write(&self, op: Op) -> Result<()> {
-        if let Some(r) = lock(&self.fail_next).take() {
-            return Err(Error::Injected(r));
+        let fault = {
+            let mut f = lock(&self.faults);
+            let i = f.writes;
+            f.writes += 1;
+            match f.at.remove(&i) {
+                Some(x) => Some(x),
+                None if f.from.is_some_and(|from| i >= from) => {
+                    Some((Fault::Refuse, "socket closed".to_owned()))
+                }
+                None if f.refused.contains(&op.service().key()) => {
+                    Some((Fault::Refuse, "refused".to_owned()))
+                }
+                None => None,
+            }
+        };
+        if let Some((Fault::Refuse, r)) = &fault {
+            return Err(Error::Injected(format!("{}: {r}", op.describe())));
         }
         apply(&mut lock(&self.state), &op).map_err(|e| Error::Kernel {
-            op: format!("{op:?}"),
+            op: op.describe(),
             source: std::io::Error::other(e),
         })?;
-        lock(&self.ops).push(op);
+        lock(&self.ops).push(op.clone());
+        if let Some((Fault::LostAck, r)) = fault {
+            return Err(Error::Injected(format!("{}: {r}", op.describe())));
+        }
         Ok(())
     }
 }
@@ -80,6 +169,7 @@ impl FakeIpvs {
 #[async_trait::async_trait]
 impl IpvsOps for FakeIpvs {
     async fn list_services(&self) -> Result<Vec<Service>> {
+        self.read()?;
         Ok(lock(&self.state).values().map(|(s, _)| s.clone()).collect())
     }
     async fn add_service(&self, svc: &Service) -> Result<()> {
@@ -92,6 +182,7 @@ impl IpvsOps for FakeIpvs {
         self.write(Op::DeleteService(svc.clone()))
     }
     async fn list_destinations(&self, svc: &Service) -> Result<Vec<Destination>> {
+        self.read()?;
         Ok(lock(&self.state)
             .get(&svc.key())
             .map(|(_, d)| d.clone())
@@ -150,15 +241,30 @@ pub enum Call {
     SetSysctl(String, String),
 }
 
-/// Records every call; reads answer from what was written. `fail_next_restore` makes
-/// the next `restore_iptables` fail, to check that a failed sync is retried.
+/// A host operation a [`RecordingExecutor`] can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FailPoint {
+    /// `ipset_restore`: nothing of the text is applied (`ipset restore` stops at the
+    /// first bad line, but the proxier's lines are all valid or all refused).
+    IpsetRestore,
+    /// `restore_iptables`.
+    RestoreIptables,
+    /// `add_address`.
+    AddAddress,
+    /// `del_address`.
+    DelAddress,
+}
+
+/// Records every call; reads answer from what was written, and it keeps the ipsets'
+/// entries so tests can check them. [`fail_next`](Self::fail_next) makes the next call
+/// of a kind fail, to check that a failed sync keeps the last good state and is retried.
 #[derive(Debug, Default)]
 pub struct RecordingExecutor {
     calls: Mutex<Vec<Call>>,
     addresses: Mutex<BTreeMap<String, BTreeSet<IpAddr>>>,
-    sets: Mutex<BTreeSet<String>>,
+    sets: Mutex<BTreeMap<String, BTreeSet<String>>>,
     rules: Mutex<BTreeSet<(IpFamily, Vec<String>)>>,
-    fail_next_restore: Mutex<bool>,
+    fail: Mutex<BTreeSet<FailPoint>>,
 }
 
 impl RecordingExecutor {
@@ -179,16 +285,33 @@ impl RecordingExecutor {
 
     /// The ipsets that exist.
     pub fn set_names(&self) -> BTreeSet<String> {
-        lock(&self.sets).clone()
+        lock(&self.sets).keys().cloned().collect()
+    }
+
+    /// The entries of ipset `name` (empty if it does not exist).
+    pub fn set_entries(&self, name: &str) -> BTreeSet<String> {
+        lock(&self.sets).get(name).cloned().unwrap_or_default()
     }
 
     /// Makes the next `restore_iptables` fail.
     pub fn fail_next_restore(&self) {
-        *lock(&self.fail_next_restore) = true;
+        self.fail_next(FailPoint::RestoreIptables);
+    }
+
+    /// Makes the next call of kind `p` fail (it is still recorded).
+    pub fn fail_next(&self, p: FailPoint) {
+        lock(&self.fail).insert(p);
     }
 
     fn record(&self, c: Call) {
         lock(&self.calls).push(c);
+    }
+
+    fn fails(&self, p: FailPoint) -> Result<()> {
+        if lock(&self.fail).remove(&p) {
+            return Err(Error::Injected(format!("{p:?}")));
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +336,7 @@ impl Executor for RecordingExecutor {
     }
     async fn add_address(&self, name: &str, ip: IpAddr) -> Result<()> {
         self.record(Call::AddAddress(name.into(), ip));
+        self.fails(FailPoint::AddAddress)?;
         lock(&self.addresses)
             .entry(name.into())
             .or_default()
@@ -221,6 +345,7 @@ impl Executor for RecordingExecutor {
     }
     async fn del_address(&self, name: &str, ip: IpAddr) -> Result<()> {
         self.record(Call::DelAddress(name.into(), ip));
+        self.fails(FailPoint::DelAddress)?;
         lock(&self.addresses)
             .entry(name.into())
             .or_default()
@@ -232,15 +357,33 @@ impl Executor for RecordingExecutor {
     }
     async fn ipset_restore(&self, text: &str) -> Result<()> {
         self.record(Call::IpsetRestore(text.into()));
+        self.fails(FailPoint::IpsetRestore)?;
+        // `ipset restore -exist` semantics, for the commands the proxier writes.
         let mut sets = lock(&self.sets);
         for line in text.lines() {
             let w: Vec<&str> = line.split_whitespace().collect();
             match w.as_slice() {
                 ["create", name, ..] => {
-                    sets.insert((*name).to_owned());
+                    sets.entry((*name).to_owned()).or_default();
                 }
                 ["destroy", name] => {
                     sets.remove(*name);
+                }
+                ["add", name, e] => {
+                    sets.entry((*name).to_owned())
+                        .or_default()
+                        .insert((*e).to_owned());
+                }
+                ["del", name, e] => {
+                    if let Some(s) = sets.get_mut(*name) {
+                        s.remove(*e);
+                    }
+                }
+                ["swap", a, b] => {
+                    let x = sets.remove(*a).unwrap_or_default();
+                    let y = sets.remove(*b).unwrap_or_default();
+                    sets.insert((*a).to_owned(), y);
+                    sets.insert((*b).to_owned(), x);
                 }
                 _ => {}
             }
@@ -249,10 +392,7 @@ impl Executor for RecordingExecutor {
     }
     async fn restore_iptables(&self, family: IpFamily, text: &str) -> Result<()> {
         self.record(Call::RestoreIptables(family, text.into()));
-        if std::mem::take(&mut *lock(&self.fail_next_restore)) {
-            return Err(Error::Injected("iptables-restore".into()));
-        }
-        Ok(())
+        self.fails(FailPoint::RestoreIptables)
     }
     async fn iptables(&self, family: IpFamily, args: &[String]) -> Result<bool> {
         self.record(Call::Iptables(family, args.to_vec()));

@@ -17,7 +17,7 @@ use kproxy_core::model::IpFamily;
 use crate::error::Result;
 
 #[cfg(any(test, feature = "testing"))]
-pub use fake::{Call, FakeIpvs, RecordingExecutor};
+pub use fake::{Call, FailPoint, FakeIpvs, Fault, RecordingExecutor};
 pub use real::RealExecutor;
 
 /// The host operations the IPVS proxier needs besides IPVS.
@@ -33,6 +33,23 @@ pub trait Executor: Send + Sync {
     async fn add_address(&self, name: &str, ip: IpAddr) -> Result<()>;
     /// Removes `ip` from link `name`; already gone is fine.
     async fn del_address(&self, name: &str, ip: IpAddr) -> Result<()>;
+    /// Adds every address of `ips` to link `name` (as [`add_address`](Self::add_address)
+    /// does one); the default adds them one at a time, [`RealExecutor`] in batches.
+    /// On failure some may have been added.
+    async fn add_addresses(&self, name: &str, ips: &[IpAddr]) -> Result<()> {
+        for ip in ips {
+            self.add_address(name, *ip).await?;
+        }
+        Ok(())
+    }
+    /// Removes every address of `ips` from link `name`, like
+    /// [`add_addresses`](Self::add_addresses).
+    async fn del_addresses(&self, name: &str, ips: &[IpAddr]) -> Result<()> {
+        for ip in ips {
+            self.del_address(name, *ip).await?;
+        }
+        Ok(())
+    }
     /// The names of the host's ipsets (`ipset list -n`).
     async fn ipset_names(&self) -> Result<BTreeSet<String>>;
     /// Runs `ipset restore -exist` with `text` on stdin.

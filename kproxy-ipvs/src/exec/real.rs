@@ -2,18 +2,23 @@
 //! binaries for the rest (upstream shells out to the same tools).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::TryStreamExt;
 use kproxy_core::StaleFlow;
 use kproxy_core::model::IpFamily;
+use rtnetlink::AddressMessageBuilder;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NetlinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressAttribute;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::{Executor, conntrack_args};
 use crate::error::{Error, Result};
+use crate::handle::pipeline::Pipeline;
 
 /// Runs everything on this host (or the network namespace of the calling thread).
 #[derive(Debug, Clone)]
@@ -21,7 +26,10 @@ pub struct RealExecutor {
     rt: rtnetlink::Handle,
     /// The last link looked up by name: kube-ipvs0 is asked for thousands of times a
     /// sync. Dropped when the link is created or deleted, or an address add fails.
-    link_cache: std::sync::Arc<std::sync::Mutex<Option<(String, u32)>>>,
+    link_cache: Arc<Mutex<Option<(String, u32)>>>,
+    /// A blocking rtnetlink socket for address batches (opened with the handle, so in
+    /// the same network namespace).
+    pipe: Arc<Mutex<Pipeline>>,
 }
 
 impl RealExecutor {
@@ -32,17 +40,96 @@ impl RealExecutor {
             source: Box::new(e),
         })?;
         tokio::spawn(conn);
+        let pipe =
+            Pipeline::open(netlink_sys::constants::NETLINK_ROUTE).map_err(|e| Error::Link {
+                op: "open rtnetlink socket".into(),
+                source: Box::new(e),
+            })?;
         Ok(RealExecutor {
             rt,
             link_cache: Default::default(),
+            pipe: Arc::new(Mutex::new(pipe)),
         })
+    }
+
+    /// Sends one `RTM_NEWADDR` (`add`) or `RTM_DELADDR` per address in pipelined
+    /// chunks; errnos in `ok` count as success.
+    async fn address_batch(&self, name: &str, ips: &[IpAddr], add: bool) -> Result<()> {
+        let verb = if add { "add" } else { "delete" };
+        let idx = match self.cached(name) {
+            Some(i) => i,
+            None => match self.link_index(name).await? {
+                Some(i) => {
+                    self.set_cache(Some((name.to_owned(), i)));
+                    i
+                }
+                None if add => {
+                    return Err(Error::Link {
+                        op: format!("add addresses to {name}"),
+                        source: "no such link".into(),
+                    });
+                }
+                None => return Ok(()),
+            },
+        };
+        let mut msgs: Vec<NetlinkMessage<RouteNetlinkMessage>> = ips
+            .iter()
+            .map(|ip| {
+                let a = match ip {
+                    IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
+                        .index(idx)
+                        .address(*v4, 32)
+                        .build(),
+                    IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
+                        .index(idx)
+                        .address(*v6, 128)
+                        .build(),
+                };
+                let mut m = NetlinkMessage::from(if add {
+                    RouteNetlinkMessage::NewAddress(a)
+                } else {
+                    RouteNetlinkMessage::DelAddress(a)
+                });
+                if add {
+                    m.header.flags = NLM_F_CREATE | NLM_F_EXCL;
+                }
+                m
+            })
+            .collect();
+        let pipe = self.pipe.clone();
+        let outcomes = tokio::task::spawn_blocking(move || {
+            pipe.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .run(&mut msgs)
+        })
+        .await
+        .map_err(|e| Error::Link {
+            op: format!("{verb} addresses of {name}"),
+            source: Box::new(e),
+        })?
+        .map_err(|e| Error::Link {
+            op: format!("{verb} addresses of {name}"),
+            source: Box::new(e),
+        })?;
+        // EEXIST on add; ENXIO, EADDRNOTAVAIL on delete: already as wanted.
+        let fine: &[i32] = if add { &[17] } else { &[6, 99] };
+        for (ip, o) in ips.iter().zip(outcomes) {
+            if let Some(errno) = o.filter(|e| !fine.contains(e)) {
+                self.set_cache(None);
+                return Err(Error::Link {
+                    op: format!("{verb} address {ip} on {name}"),
+                    source: Box::new(std::io::Error::from_raw_os_error(errno)),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn cached(&self, name: &str) -> Option<u32> {
         let c = self
             .link_cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         c.as_ref().filter(|(n, _)| n == name).map(|(_, i)| *i)
     }
 
@@ -50,7 +137,7 @@ impl RealExecutor {
         *self
             .link_cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+            .unwrap_or_else(PoisonError::into_inner) = v;
     }
 
     async fn link_index(&self, name: &str) -> Result<Option<u32>> {
@@ -246,6 +333,14 @@ impl Executor for RealExecutor {
             }
         }
         Ok(())
+    }
+
+    async fn add_addresses(&self, name: &str, ips: &[IpAddr]) -> Result<()> {
+        self.address_batch(name, ips, true).await
+    }
+
+    async fn del_addresses(&self, name: &str, ips: &[IpAddr]) -> Result<()> {
+        self.address_batch(name, ips, false).await
     }
 
     async fn ipset_names(&self) -> Result<BTreeSet<String>> {

@@ -286,9 +286,58 @@ pub fn restore_text(
     out
 }
 
+/// The `ipset restore -exist` input that turns sets holding `old` into `new` in place:
+/// `del` and `add` lines for the entries that differ, nothing for sets that are equal,
+/// a `create` for a set `old` does not have. Only valid when the host's sets are known
+/// to hold `old` (the plan of the last successful sync); `-exist` makes a line that is
+/// already true harmless. Upstream reconciles its sets the same way (`syncIPSetEntries`).
+pub fn update_text(old: &[IpSet], new: &[IpSet], family: IpFamily) -> String {
+    let mut out = String::new();
+    for set in new {
+        match old.iter().find(|o| o.name == set.name) {
+            Some(o) if o == set => {}
+            Some(o) => {
+                for e in o.entries.difference(&set.entries) {
+                    let _ = writeln!(out, "del {} {e}", set.name);
+                }
+                for e in set.entries.difference(&o.entries) {
+                    let _ = writeln!(out, "add {} {e}", set.name);
+                }
+            }
+            None => {
+                let _ = writeln!(out, "create {} {}", set.name, set.create_args(family));
+                for e in &set.entries {
+                    let _ = writeln!(out, "add {} {e}", set.name);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_adds_and_deletes_only_the_difference() {
+        let set = |entries: &[&str]| IpSet {
+            id: SetId::ClusterIp,
+            name: "KUBE-CLUSTER-IP".into(),
+            set_type: SetType::HashIpPort,
+            entries: entries.iter().map(|e| (*e).to_owned()).collect(),
+        };
+        let old = [set(&["10.96.0.10,tcp:80", "10.96.0.11,tcp:80"])];
+        let new = [set(&["10.96.0.11,tcp:80", "10.96.0.12,tcp:80"])];
+        assert_eq!(
+            update_text(&old, &new, IpFamily::V4),
+            "del KUBE-CLUSTER-IP 10.96.0.10,tcp:80\nadd KUBE-CLUSTER-IP 10.96.0.12,tcp:80\n"
+        );
+        assert_eq!(update_text(&new, &new, IpFamily::V4), "");
+        assert!(
+            update_text(&[], &new, IpFamily::V4).starts_with("create KUBE-CLUSTER-IP hash:ip,port")
+        );
+    }
 
     #[test]
     fn ipv6_names_get_the_kube_6_prefix_and_are_cut_at_31() {

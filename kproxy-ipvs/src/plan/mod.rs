@@ -6,6 +6,7 @@
 //! values and `kproxy plan --proxy-mode ipvs` prints exactly what `run` applies.
 //! Upstream: `syncProxyRules`, `syncService`, `syncEndpoint` in `pkg/proxy/ipvs/proxier.go`.
 
+mod incremental;
 mod ipset;
 mod iptables;
 mod render;
@@ -20,8 +21,10 @@ use kproxy_core::config::LocalMode;
 use kproxy_core::model::{IpFamily, Protocol, ServicePortName};
 use kproxy_core::{KubeProxyConfiguration, NodeFacts, ServiceMap, ServicePort};
 
+pub use incremental::{IncrementalPlan, PlanDelta};
 pub use ipset::{
     IpSet, MAX_SET_NAME, SETS, SetId, SetType, restore_text as ipset_restore_text, set_name,
+    update_text as ipset_update_text,
 };
 pub use iptables::{CHAINS, JumpRule, RuleInputs, jump_rules};
 pub use render::render_plan;
@@ -108,8 +111,9 @@ pub fn ipvs_endpoints(sp: &ServicePort, local_policy: bool) -> &[SocketAddr] {
 
 /// The node addresses that get node-port virtual servers: with `nodePortAddresses`
 /// empty every local address of the family, else those inside one of its CIDRs
-/// (`primary`: the node IP); loopback never (IPVS cannot serve it without
-/// `route_localnet`). `node.local_addresses` must not include kube-ipvs0's addresses.
+/// (`primary`: the node IP); loopback and IPv6 link-local never (upstream's
+/// `isValidForSet`; IPVS cannot serve loopback without `route_localnet`, and a
+/// link-local address is ambiguous without its interface). `node.local_addresses` must not include kube-ipvs0's addresses.
 pub fn node_port_ips(
     node: &NodeFacts,
     cfg: &KubeProxyConfiguration,
@@ -126,7 +130,12 @@ pub fn node_port_ips(
             .filter(|ip| npa.is_empty() || cidrs.iter().any(|c| c.contains(ip)))
             .collect()
     };
-    ips.retain(|ip| IpFamily::of(ip) == family && !ip.is_loopback() && !ip.is_unspecified());
+    ips.retain(|ip| {
+        IpFamily::of(ip) == family
+            && !ip.is_loopback()
+            && !ip.is_unspecified()
+            && !is_ipv6_link_local(ip)
+    });
     ips.sort_unstable();
     ips.dedup();
     ips
@@ -177,6 +186,201 @@ fn entry_ip_port(ip: IpAddr, proto: Protocol, port: u16) -> String {
     format!("{ip},{}:{port}", proto.as_lower())
 }
 
+/// What one service port contributes to a [`Plan`]: its virtual servers, the
+/// addresses it binds, its ipset entries and its load balancers the node may not reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Virtual servers, in planning order.
+    pub services: Vec<VirtualServer>,
+    /// Addresses to bind to kube-ipvs0.
+    pub addresses: Vec<IpAddr>,
+    /// Set entries (the `KUBE-IPVS-IPS` entries come from the addresses, not from here).
+    pub entries: Vec<(SetId, String)>,
+    /// (LB IP, protocol, port) with source ranges that leave the node out.
+    pub lb_no_node_access: Vec<(IpAddr, &'static str, u16)>,
+}
+
+/// The per-sync inputs of [`port_plan`] that do not depend on the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanContext {
+    family: IpFamily,
+    scheduler: String,
+    np_ips: Vec<IpAddr>,
+    node_ip: Option<IpAddr>,
+    local_addresses: Vec<IpAddr>,
+    inputs: RuleInputs,
+}
+
+impl PlanContext {
+    /// The context for `family` on `node` (see [`plan`] for `node.local_addresses`).
+    pub fn new(node: &NodeFacts, cfg: &KubeProxyConfiguration, family: IpFamily) -> Self {
+        let scheduler = if cfg.ipvs.scheduler.is_empty() {
+            DEFAULT_SCHEDULER
+        } else {
+            cfg.ipvs.scheduler.as_str()
+        };
+        PlanContext {
+            family,
+            scheduler: scheduler.to_owned(),
+            np_ips: node_port_ips(node, cfg, family),
+            node_ip: node.node_ip(family),
+            local_addresses: node.local_addresses.clone(),
+            inputs: RuleInputs {
+                family,
+                masquerade_all: cfg.iptables.masquerade_all,
+                mark: masquerade_mark(cfg),
+                if_not_local: if_not_local(node, cfg, family),
+                lb_no_node_access: Vec::new(),
+            },
+        }
+    }
+
+    /// The family planned for.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+}
+
+/// What service port `sp` contributes (upstream's per-service body of `syncProxyRules`).
+pub fn port_plan(sp: &ServicePort, cx: &PlanContext) -> PortPlan {
+    let mut out = PortPlan::default();
+    let proto = sp.name.protocol;
+    let mut base = Service::new(
+        IpvsProtocol::from(proto),
+        sp.cluster_ip,
+        sp.port,
+        &cx.scheduler,
+    );
+    if let Some(aff) = sp.session_affinity {
+        base.flags |= SVC_F_PERSISTENT;
+        base.timeout = aff.timeout_seconds;
+    }
+    if cx.scheduler == "mh" {
+        base.flags |= SVC_F_SCHED2; // upstream FlagSourceHash (mh-port)
+    }
+    let mut vs = |kind: VsKind, ip: IpAddr, port: u16, eps: &[SocketAddr]| {
+        let mut service = base.clone();
+        service.address = ip;
+        service.port = port;
+        let destinations = eps.iter().map(|e| Destination::new(*e)).collect();
+        out.services.push(VirtualServer {
+            owner: sp.name.clone(),
+            kind,
+            service,
+            destinations,
+        });
+    };
+    let mut entries = Vec::new();
+    let mut addresses = Vec::new();
+    let mut lb_no_node_access = Vec::new();
+    let mut add = |id: SetId, e: String| entries.push((id, e));
+
+    // ClusterIP: always bound to kube-ipvs0.
+    vs(
+        VsKind::ClusterIp,
+        sp.cluster_ip,
+        sp.port,
+        ipvs_endpoints(sp, sp.internal_policy_local),
+    );
+    addresses.push(sp.cluster_ip);
+    add(
+        SetId::ClusterIp,
+        entry_ip_port(sp.cluster_ip, proto, sp.port),
+    );
+    for ep in sp.endpoints.iter().filter(|e| e.is_local) {
+        let e = ep.addr;
+        add(
+            SetId::LoopBack,
+            format!("{},{}:{},{}", e.ip(), proto.as_lower(), e.port(), e.ip()),
+        );
+    }
+
+    let ext_eps = ipvs_endpoints(sp, sp.external_policy_local);
+    for ip in &sp.external_ips {
+        let id = if sp.external_policy_local {
+            SetId::ExternalIpLocal
+        } else {
+            SetId::ExternalIp
+        };
+        add(id, entry_ip_port(*ip, proto, sp.port));
+        vs(VsKind::ExternalIp, *ip, sp.port, ext_eps);
+        if !cx.local_addresses.contains(ip) {
+            addresses.push(*ip);
+        }
+    }
+    for ip in &sp.load_balancer_ips {
+        let entry = entry_ip_port(*ip, proto, sp.port);
+        add(SetId::LoadBalancer, entry.clone());
+        if sp.external_policy_local {
+            add(SetId::LoadBalancerLocal, entry.clone());
+        }
+        if !sp.load_balancer_source_ranges.is_empty() {
+            add(SetId::LoadBalancerFw, entry);
+            let mut allow_from_node = false;
+            for cidr in &sp.load_balancer_source_ranges {
+                add(
+                    SetId::LoadBalancerSourceCidr,
+                    format!("{ip},{}:{},{cidr}", proto.as_lower(), sp.port),
+                );
+                allow_from_node |= cx.node_ip.is_some_and(|n| cidr.contains(&n));
+            }
+            if allow_from_node {
+                add(
+                    SetId::LoadBalancerSourceIp,
+                    format!("{ip},{}:{},{ip}", proto.as_lower(), sp.port),
+                );
+            } else {
+                lb_no_node_access.push((*ip, proto.as_lower(), sp.port));
+            }
+        }
+        vs(VsKind::LoadBalancer, *ip, sp.port, ext_eps);
+        if !cx.local_addresses.contains(ip) {
+            addresses.push(*ip);
+        }
+    }
+    if let Some(np) = sp.node_port {
+        let local = sp.external_policy_local;
+        match proto {
+            Protocol::Tcp => add(
+                if local {
+                    SetId::NodePortLocalTcp
+                } else {
+                    SetId::NodePortTcp
+                },
+                np.to_string(),
+            ),
+            Protocol::Udp => add(
+                if local {
+                    SetId::NodePortLocalUdp
+                } else {
+                    SetId::NodePortUdp
+                },
+                np.to_string(),
+            ),
+            Protocol::Sctp => {
+                for ip in &cx.np_ips {
+                    let id = if local {
+                        SetId::NodePortLocalSctpHash
+                    } else {
+                        SetId::NodePortSctpHash
+                    };
+                    add(id, entry_ip_port(*ip, proto, np));
+                }
+            }
+        }
+        for ip in &cx.np_ips {
+            vs(VsKind::NodePort, *ip, np, ext_eps);
+        }
+    }
+    if let Some(hc) = sp.health_check_node_port {
+        add(SetId::HealthCheckNodePort, hc.to_string());
+    }
+    out.entries = entries;
+    out.addresses = addresses;
+    out.lb_no_node_access = lb_no_node_access;
+    out
+}
+
 /// Plans one family. `node.local_addresses` are the addresses on interfaces other than
 /// kube-ipvs0: external and LB IPs already there are not bound again (upstream's
 /// `alreadyBoundAddrs`), and node ports use them (see [`node_port_ips`]).
@@ -186,153 +390,28 @@ pub fn plan(
     cfg: &KubeProxyConfiguration,
     family: IpFamily,
 ) -> Plan {
-    let scheduler = if cfg.ipvs.scheduler.is_empty() {
-        DEFAULT_SCHEDULER
-    } else {
-        cfg.ipvs.scheduler.as_str()
-    };
-    let np_ips = node_port_ips(node, cfg, family);
-    let node_ip = node.node_ip(family);
+    let cx = PlanContext::new(node, cfg, family);
     let mut sets: BTreeMap<SetId, BTreeSet<String>> =
         SETS.iter().map(|s| (s.0, BTreeSet::new())).collect();
-    let mut add = |id: SetId, e: String| {
-        sets.get_mut(&id).expect("every set is present").insert(e);
-    };
     let mut services = BTreeMap::new();
     let mut addresses = BTreeSet::new();
     let mut lb_no_node_access = Vec::new();
-
     for sp in map.family(family).values() {
-        let proto = sp.name.protocol;
-        let mut base = Service::new(IpvsProtocol::from(proto), sp.cluster_ip, sp.port, scheduler);
-        if let Some(aff) = sp.session_affinity {
-            base.flags |= SVC_F_PERSISTENT;
-            base.timeout = aff.timeout_seconds;
+        let pp = port_plan(sp, &cx);
+        for vs in pp.services {
+            services.insert(vs.service.key(), vs);
         }
-        if scheduler == "mh" {
-            base.flags |= SVC_F_SCHED2; // upstream FlagSourceHash (mh-port)
+        addresses.extend(pp.addresses);
+        for (id, e) in pp.entries {
+            sets.entry(id).or_default().insert(e);
         }
-        let mut vs = |kind: VsKind, ip: IpAddr, port: u16, eps: &[SocketAddr]| {
-            let mut service = base.clone();
-            service.address = ip;
-            service.port = port;
-            let destinations = eps.iter().map(|e| Destination::new(*e)).collect();
-            services.insert(
-                service.key(),
-                VirtualServer {
-                    owner: sp.name.clone(),
-                    kind,
-                    service,
-                    destinations,
-                },
-            );
-        };
-
-        // ClusterIP: always bound to kube-ipvs0.
-        vs(
-            VsKind::ClusterIp,
-            sp.cluster_ip,
-            sp.port,
-            ipvs_endpoints(sp, sp.internal_policy_local),
-        );
-        addresses.insert(sp.cluster_ip);
-        add(
-            SetId::ClusterIp,
-            entry_ip_port(sp.cluster_ip, proto, sp.port),
-        );
-        for ep in sp.endpoints.iter().filter(|e| e.is_local) {
-            let e = ep.addr;
-            add(
-                SetId::LoopBack,
-                format!("{},{}:{},{}", e.ip(), proto.as_lower(), e.port(), e.ip()),
-            );
-        }
-
-        let ext_eps = ipvs_endpoints(sp, sp.external_policy_local);
-        for ip in &sp.external_ips {
-            let id = if sp.external_policy_local {
-                SetId::ExternalIpLocal
-            } else {
-                SetId::ExternalIp
-            };
-            add(id, entry_ip_port(*ip, proto, sp.port));
-            vs(VsKind::ExternalIp, *ip, sp.port, ext_eps);
-            if !node.local_addresses.contains(ip) {
-                addresses.insert(*ip);
-            }
-        }
-        for ip in &sp.load_balancer_ips {
-            let entry = entry_ip_port(*ip, proto, sp.port);
-            add(SetId::LoadBalancer, entry.clone());
-            if sp.external_policy_local {
-                add(SetId::LoadBalancerLocal, entry.clone());
-            }
-            if !sp.load_balancer_source_ranges.is_empty() {
-                add(SetId::LoadBalancerFw, entry);
-                let mut allow_from_node = false;
-                for cidr in &sp.load_balancer_source_ranges {
-                    add(
-                        SetId::LoadBalancerSourceCidr,
-                        format!("{ip},{}:{},{cidr}", proto.as_lower(), sp.port),
-                    );
-                    allow_from_node |= node_ip.is_some_and(|n| cidr.contains(&n));
-                }
-                if allow_from_node {
-                    add(
-                        SetId::LoadBalancerSourceIp,
-                        format!("{ip},{}:{},{ip}", proto.as_lower(), sp.port),
-                    );
-                } else {
-                    lb_no_node_access.push((*ip, proto.as_lower(), sp.port));
-                }
-            }
-            vs(VsKind::LoadBalancer, *ip, sp.port, ext_eps);
-            if !node.local_addresses.contains(ip) {
-                addresses.insert(*ip);
-            }
-        }
-        if let Some(np) = sp.node_port {
-            let local = sp.external_policy_local;
-            match proto {
-                Protocol::Tcp => add(
-                    if local {
-                        SetId::NodePortLocalTcp
-                    } else {
-                        SetId::NodePortTcp
-                    },
-                    np.to_string(),
-                ),
-                Protocol::Udp => add(
-                    if local {
-                        SetId::NodePortLocalUdp
-                    } else {
-                        SetId::NodePortUdp
-                    },
-                    np.to_string(),
-                ),
-                Protocol::Sctp => {
-                    for ip in &np_ips {
-                        let id = if local {
-                            SetId::NodePortLocalSctpHash
-                        } else {
-                            SetId::NodePortSctpHash
-                        };
-                        add(id, entry_ip_port(*ip, proto, np));
-                    }
-                }
-            }
-            for ip in &np_ips {
-                vs(VsKind::NodePort, *ip, np, ext_eps);
-            }
-        }
-        if let Some(hc) = sp.health_check_node_port {
-            add(SetId::HealthCheckNodePort, hc.to_string());
-        }
+        lb_no_node_access.extend(pp.lb_no_node_access);
     }
     for ip in &addresses {
-        add(SetId::IpvsIps, ip.to_string());
+        sets.entry(SetId::IpvsIps)
+            .or_default()
+            .insert(ip.to_string());
     }
-
     let ipsets: Vec<IpSet> = SETS
         .iter()
         .map(|(id, _, set_type, _)| IpSet {
@@ -344,13 +423,8 @@ pub fn plan(
         .collect();
     lb_no_node_access.sort_unstable();
     lb_no_node_access.dedup();
-    let inputs = RuleInputs {
-        family,
-        masquerade_all: cfg.iptables.masquerade_all,
-        mark: masquerade_mark(cfg),
-        if_not_local: if_not_local(node, cfg, family),
-        lb_no_node_access,
-    };
+    let mut inputs = cx.inputs.clone();
+    inputs.lb_no_node_access = lb_no_node_access;
     let iptables = iptables::restore_text(&ipsets, &inputs);
     Plan {
         family,
@@ -360,4 +434,9 @@ pub fn plan(
         iptables,
         jumps: jump_rules(),
     }
+}
+
+/// `fe80::/10`: the interfaces' own IPv6 addresses, which the daemon now reads too.
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }

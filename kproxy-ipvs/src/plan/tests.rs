@@ -257,6 +257,20 @@ spec:
     );
 }
 
+/// Node ports are served on the node's addresses, never on loopback nor on IPv6
+/// link-local ones (which the daemon reads from the interfaces too), as upstream.
+#[test]
+fn node_ports_skip_loopback_and_ipv6_link_local_addresses() {
+    let mut n = node();
+    n.local_addresses.extend(
+        ["::1", "fe80::1c2:3ff:fe04:506", "fd00::10"].map(|s| s.parse::<IpAddr>().unwrap()),
+    );
+    let v4: Vec<IpAddr> = vec!["192.168.1.10".parse().unwrap()];
+    let v6: Vec<IpAddr> = vec!["fd00::10".parse().unwrap()];
+    assert_eq!(node_port_ips(&n, &cfg(), IpFamily::V4), v4);
+    assert_eq!(node_port_ips(&n, &cfg(), IpFamily::V6), v6);
+}
+
 fn addrs(v: &VirtualServer) -> Vec<SocketAddr> {
     v.destinations.iter().map(|d| d.socket_addr()).collect()
 }
@@ -312,5 +326,68 @@ proptest! {
         }
         prop_assert!(p.addresses.iter().all(|a: &IpAddr| IpFamily::of(a) == family));
         prop_assert!(p.ipsets.iter().all(|s| s.name.len() <= MAX_SET_NAME && (family == IpFamily::V4 || s.name.starts_with("KUBE-6-"))));
+    }
+}
+
+/// What changed between two plans, as an [`IncrementalPlan::update`] should report it.
+fn delta_between(old: &Plan, new: &Plan) -> PlanDelta {
+    let keys: BTreeSet<_> = old.services.keys().chain(new.services.keys()).collect();
+    let mut d = PlanDelta {
+        services: keys
+            .into_iter()
+            .filter(|k| old.services.get(k) != new.services.get(k))
+            .copied()
+            .collect(),
+        addresses_added: new.addresses.difference(&old.addresses).copied().collect(),
+        addresses_removed: old.addresses.difference(&new.addresses).copied().collect(),
+        iptables_changed: old.iptables != new.iptables,
+        ..Default::default()
+    };
+    for (o, n) in old.ipsets.iter().zip(&new.ipsets) {
+        d.entries_added
+            .extend(n.entries.difference(&o.entries).map(|e| (n.id, e.clone())));
+        d.entries_removed
+            .extend(o.entries.difference(&n.entries).map(|e| (n.id, e.clone())));
+    }
+    d
+}
+
+fn sorted(mut d: PlanDelta) -> PlanDelta {
+    d.entries_added.sort();
+    d.entries_removed.sort();
+    d.addresses_added.sort();
+    d.addresses_removed.sort();
+    d
+}
+
+proptest! {
+    /// Re-planning only the ports a change set names gives the full plan of the new
+    /// map, and reports exactly what changed.
+    #[test]
+    fn an_incremental_plan_equals_the_full_plan_and_reports_the_difference(
+        before in arb_snapshot(),
+        after in arb_snapshot(),
+    ) {
+        let (n, c) = (node(), cfg());
+        let mb = ServiceMap::build(&before, &BuildOptions::for_node("node-a"));
+        let ma = ServiceMap::build(&after, &BuildOptions::for_node("node-a"));
+        let changes = kproxy_core::ChangeSet::between(&mb, &ma);
+        for family in IpFamily::ALL {
+            let mut inc = IncrementalPlan::new(&mb, PlanContext::new(&n, &c, family));
+            let old = plan(&mb, &n, &c, family);
+            prop_assert_eq!(inc.plan(), &old);
+            let names: Vec<ServicePortName> = changes
+                .added
+                .iter()
+                .chain(&changes.updated)
+                .chain(&changes.removed)
+                .filter(|(f, _)| *f == family)
+                .map(|(_, name)| name.clone())
+                .collect();
+            let delta = inc.update(&ma, &names);
+            let new = plan(&ma, &n, &c, family);
+            prop_assert_eq!(inc.plan(), &new);
+            prop_assert_eq!(sorted(delta), sorted(delta_between(&old, &new)));
+        }
     }
 }

@@ -8,6 +8,7 @@ use kproxy_core::{ChangeSet, Proxier, ServiceMap};
 
 use super::*;
 use crate::exec::{Call, FakeIpvs, RecordingExecutor};
+use crate::plan::plan;
 use crate::plan::tests::{EXAMPLE, cfg, map_of, node};
 
 struct Rig {

@@ -208,7 +208,7 @@ fn actual_of(before: &BTreeMap<ServiceKey, VirtualServer>, conns: &[u32], other:
 proptest! {
     /// Applying diff(actual, desired) to actual gives desired, except that draining
     /// destinations stay (at weight 0) and services outside our remit stay; diffing
-    /// again finds nothing to do.
+    /// again finds nothing to do; deletes and weight-0 updates come last.
     #[test]
     fn applying_the_diff_reaches_the_plan(
         before in arb_snapshot(),
@@ -222,6 +222,9 @@ proptest! {
         let mut o = v4();
         o.exclude_cidrs = vec!["10.99.0.0/16".parse().unwrap()];
         let d = diff(&actual, &desired, &o);
+        // Nothing is taken away before everything new is in.
+        let first = d.ops.iter().position(Op::is_destructive).unwrap_or(d.ops.len());
+        prop_assert!(d.ops[first..].iter().all(Op::is_destructive), "{:?}", d.ops);
         for op in &d.ops {
             prop_assert!(apply(&mut actual, op).is_ok(), "{:?}", op);
         }

@@ -7,11 +7,13 @@
 //!   counters reach `/metrics`.
 //! - userspace: [`kproxy_userspace::UserspaceProxier`] with the same executor.
 //! - ipvs: one [`kproxy_ipvs::IpvsProxier`] per family (IPv4, and IPv6 when
-//!   `ip6tables-restore` is installed) behind [`crate::meta::MetaProxier`]; the kernel is
-//!   probed for IPVS first, as upstream's `CanUseIPVSProxier`.
+//!   `ip6tables-restore` is installed), each wrapped in [`ipvs::Exported`] for its
+//!   failure counters, behind [`crate::meta::MetaProxier`]; the kernel is probed for
+//!   IPVS first, as upstream's `CanUseIPVSProxier`.
 //! - nftables: not built in ([`Error::BackendUnavailable`]).
 
 pub mod iptables;
+pub mod ipvs;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,7 +75,11 @@ pub async fn build_proxier(
                 let proxier = kproxy_ipvs::IpvsProxier::new_real(cfg, family)
                     .await
                     .map_err(|e| start_err("ipvs", e))?;
-                inner.push(Box::new(proxier));
+                inner.push(Box::new(ipvs::Exported::new(
+                    proxier,
+                    family,
+                    metrics.clone(),
+                )));
             }
             Ok(Box::new(crate::meta::MetaProxier::new("ipvs", inner)))
         }

@@ -72,6 +72,8 @@ pub struct Metrics {
     iptables_last: Family<TableLabels, Gauge>,
     iptables_ct_state_invalid_dropped: Family<NoLabels, Counter>,
     iptables_localhost_nodeports_accepted: Family<NoLabels, Counter>,
+    ipvs_failures: Family<FamilyLabel, Counter>,
+    ipset_restore_failures: Family<FamilyLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +115,8 @@ impl Metrics {
             iptables_last: Family::default(),
             iptables_ct_state_invalid_dropped: Family::default(),
             iptables_localhost_nodeports_accepted: Family::default(),
+            ipvs_failures: Family::default(),
+            ipset_restore_failures: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -194,6 +198,16 @@ impl Metrics {
             "sync_proxy_rules_iptables_partial_restore_failures",
             "Cumulative proxy iptables failures caused by partial syncs",
             m.iptables_partial_restore_failures.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_ipvs_failures",
+            "Cumulative IPVS netlink requests the kernel refused (kproxy, ipvs mode)",
+            m.ipvs_failures.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_ipset_restore_failures",
+            "Cumulative ipset restore failures (kproxy, ipvs mode)",
+            m.ipset_restore_failures.clone(),
         );
         // Gauges whose upstream names end in `_total`: registered as spelled.
         r.register(
@@ -327,6 +341,24 @@ impl Metrics {
         self.no_local_endpoints
             .get_or_create(&[("traffic_policy", "external"), ("ip_family", fam)])
             .set(gauge(m.no_local_external));
+    }
+
+    /// The IPVS backend's cumulative failure counts of `family` after a sync (successful
+    /// or not): its companion iptables-restore failures under upstream's name, and
+    /// kproxy's own IPVS request and ipset restore failures.
+    pub fn ipvs_synced(&self, family: IpFamily, m: &kproxy_ipvs::proxier::Metrics) {
+        let l = label(family);
+        for (counter, total) in [
+            (&self.iptables_restore_failures, m.iptables_restore_failures),
+            (&self.ipvs_failures, m.ipvs_failures),
+            (&self.ipset_restore_failures, m.ipset_restore_failures),
+        ] {
+            let c = counter.get_or_create(&l);
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        }
     }
 
     /// The packet counts of the iptables backend's nfacct objects, by object name

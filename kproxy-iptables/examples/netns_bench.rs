@@ -117,6 +117,20 @@ fn raw_restore(ns: &str, text: &str, limit: Duration) -> Result<Option<Duration>
     }
 }
 
+/// An IPv4 proxier with default settings over the real iptables of `ns`.
+fn proxier_in(ns: &Ns) -> Result<IptablesProxier<RealExecutor>, String> {
+    let exec = RealExecutor::new(backend().0)
+        .with_prefix(vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            ns.0.clone(),
+        ])
+        .with_timeout(Duration::from_secs(600));
+    IptablesProxier::new(exec, &KubeProxyConfiguration::default(), &[IpFamily::V4])
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> Result<(), String> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -148,17 +162,7 @@ fn main() -> Result<(), String> {
     let lines = planned.lines().count();
     drop(planned);
 
-    let exec = RealExecutor::new(backend().0)
-        .with_prefix(vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            a.0.clone(),
-        ])
-        .with_timeout(Duration::from_secs(600));
-    let mut proxier =
-        IptablesProxier::new(exec, &KubeProxyConfiguration::default(), &[IpFamily::V4])
-            .map_err(|e| e.to_string())?;
+    let mut proxier = proxier_in(&a)?;
     let start = Instant::now();
     rt.block_on(proxier.sync(&map, &ChangeSet::full(), &node))
         .map_err(|e| format!("{e:?}"))?;
@@ -204,17 +208,7 @@ fn main() -> Result<(), String> {
     let raw_time = if limit.is_zero() {
         None
     } else {
-        let exec_b = RealExecutor::new(backend().0)
-            .with_prefix(vec![
-                "ip".into(),
-                "netns".into(),
-                "exec".into(),
-                b.0.clone(),
-            ])
-            .with_timeout(Duration::from_secs(600));
-        let mut base =
-            IptablesProxier::new(exec_b, &KubeProxyConfiguration::default(), &[IpFamily::V4])
-                .map_err(|e| e.to_string())?;
+        let mut base = proxier_in(&b)?;
         let empty = synth::map(&synth::snapshot(0, 0));
         rt.block_on(base.sync(&empty, &ChangeSet::full(), &node))
             .map_err(|e| format!("{e:?}"))?;

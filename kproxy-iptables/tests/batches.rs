@@ -13,8 +13,8 @@ use std::net::IpAddr;
 
 use common::summary;
 use kproxy_core::model::{IpFamily, Protocol};
-use kproxy_core::testing::{NODES, apply_events, arb_events, arb_snapshot};
-use kproxy_core::{BuildOptions, ChangeSet, NodeFacts, ServiceMap, Snapshot};
+use kproxy_core::testing::{apply_events, arb_events, arb_snapshot};
+use kproxy_core::{ChangeSet, NodeFacts, ServiceMap, Snapshot};
 use kproxy_iptables::Ruleset;
 use kproxy_iptables::plan::{JUMP_RULES, KUBELET_JUMP_RULES, LocalDetector, PlanConfig, plan};
 use kproxy_iptables::trace::{Packet, model_of, trace_packet};
@@ -22,22 +22,11 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
 fn node() -> NodeFacts {
-    let ips: [IpAddr; 4] = [
-        "172.18.0.2".parse().unwrap(),
-        "fd01:18::2".parse().unwrap(),
-        "127.0.0.1".parse().unwrap(),
-        "::1".parse().unwrap(),
-    ];
-    NodeFacts {
-        name: NODES[0].into(),
-        node_ips: ips[..2].to_vec(),
-        local_addresses: ips.to_vec(),
-        pod_cidrs: vec![],
-    }
+    common::generated_node()
 }
 
 fn build(s: &Snapshot) -> ServiceMap {
-    ServiceMap::build(s, &BuildOptions::for_node(NODES[0]))
+    common::generated_map(s)
 }
 
 fn config(family: IpFamily, batch: Option<usize>) -> PlanConfig {

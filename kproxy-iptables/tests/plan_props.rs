@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use common::summary;
 use kproxy_core::model::{IpFamily, Protocol};
-use kproxy_core::testing::{NODES, apply_events, arb_events, arb_objects, arb_snapshot};
-use kproxy_core::{BuildOptions, ChangeSet, NodeFacts, ServiceMap, ServicePort, Snapshot};
+use kproxy_core::testing::{apply_events, arb_events, arb_objects, arb_snapshot};
+use kproxy_core::{ChangeSet, NodeFacts, ServiceMap, ServicePort, Snapshot};
 use kproxy_iptables::chains::{KUBE_NODEPORTS, KUBE_SERVICES};
 use kproxy_iptables::plan::{LocalDetector, PlanConfig, plan};
 use kproxy_iptables::ruleset::Target;
@@ -20,25 +20,12 @@ use kproxy_iptables::trace::{Packet, model_of, trace_packet};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-/// The node of the generated clusters. Its addresses lie outside the pod CIDRs the
-/// detector variants use (10.0.0.0/8, fd00::/16), as a real node's do.
 fn node() -> NodeFacts {
-    let ips: [IpAddr; 4] = [
-        "172.18.0.2".parse().unwrap(),
-        "fd01:18::2".parse().unwrap(),
-        "127.0.0.1".parse().unwrap(),
-        "::1".parse().unwrap(),
-    ];
-    NodeFacts {
-        name: NODES[0].into(),
-        node_ips: ips[..2].to_vec(),
-        local_addresses: ips.to_vec(),
-        pod_cidrs: vec![],
-    }
+    common::generated_node()
 }
 
 fn build(s: &Snapshot) -> ServiceMap {
-    ServiceMap::build(s, &BuildOptions::for_node(NODES[0]))
+    common::generated_map(s)
 }
 
 fn arb_config() -> impl Strategy<Value = (u8, bool, bool, bool)> {

@@ -200,3 +200,26 @@ pub fn v4_model(yaml: &str) -> Ruleset {
         IpFamily::V4,
     )
 }
+
+/// The node of the generated clusters (`kproxy_core::testing`). Its addresses lie
+/// outside the pod CIDRs the property tests' detectors use (10.0.0.0/8, fd00::/16), as a
+/// real node's do.
+pub fn generated_node() -> NodeFacts {
+    let ips: [IpAddr; 4] = [
+        "172.18.0.2".parse().unwrap(),
+        "fd01:18::2".parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        "::1".parse().unwrap(),
+    ];
+    NodeFacts {
+        name: kproxy_core::testing::NODES[0].into(),
+        node_ips: ips[..2].to_vec(),
+        local_addresses: ips.to_vec(),
+        pod_cidrs: vec![],
+    }
+}
+
+/// The map of a generated snapshot, as seen from [`generated_node`].
+pub fn generated_map(s: &Snapshot) -> ServiceMap {
+    ServiceMap::build(s, &BuildOptions::for_node(kproxy_core::testing::NODES[0]))
+}

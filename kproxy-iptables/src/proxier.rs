@@ -194,6 +194,11 @@ impl<E: Executor> IptablesProxier<E> {
         for t in [Table::Mangle, Table::Nat, Table::Filter] {
             self.exec.ensure_chain(family, t, KUBE_PROXY_CANARY).await?;
         }
+        // Batched restores write per-service chains, which jump to KUBE-MARK-MASQ,
+        // before the restore that writes it: it must exist (`-N` keeps its rule).
+        self.exec
+            .ensure_chain(family, Table::Nat, KUBE_MARK_MASQ)
+            .await?;
         Ok(())
     }
 

@@ -35,11 +35,12 @@
 //! iptables-nft-restore's time grows much faster than its input: on this project's
 //! machine 100 services (4 200 lines) restore in 0.1 s, 1 000 in 6.3 s, 2 000 in 57 s,
 //! while a small restore into a table of 2 000 services takes 9 ms. With
-//! [`PlanConfig::restore_batch_lines`] set, a plan writes the own chains of its service
-//! ports as a series of [`Plan::batches`] of whole ports, and `text` keeps the rest (the
-//! filter table, the shared nat chains, the deletions). Every state between batches is
-//! one a sequence of partial syncs could have produced, so traffic is never cut; a batch
-//! that fails stops the sync, and the next full sync starts over.
+//! [`PlanConfig::restore_batch_lines`] set, a plan writes the own chains of the service
+//! ports whose shared rules stay as they are (or whose chains are new) as a series of
+//! [`Plan::batches`] of whole ports, and `text` keeps the rest (the filter table, the
+//! shared nat chains, the other ports' chains, the deletions). Between two batches every
+//! packet is handled as before the sync or as after it, so traffic is never cut or
+//! misrouted; a batch that fails stops the sync, and the next full sync starts over.
 //!
 //! The runner asks for a full sync periodically and after any failure (a failed restore
 //! leaves the old rules in place: iptables-restore commits each table atomically).
@@ -245,10 +246,11 @@ pub struct Plan {
     /// Restore inputs to apply, in order, before [`text`](Self::text) (empty unless
     /// [`PlanConfig::restore_batch_lines`] asked for batches and the plan is larger).
     /// Each is a `*nat … COMMIT` that declares and writes the own chains of whole
-    /// service ports (plus `KUBE-MARK-MASQ`, which they jump to), so that every state
-    /// between two batches is one a sequence of partial syncs could have produced: a
-    /// port's chains are either all old or all new, new chains are not referenced yet,
-    /// and chains to delete are still in place until `text` removes their last jump.
+    /// service ports whose shared rules do not change (or whose chains are new), so that
+    /// between two batches every packet is handled as before the sync or as after it:
+    /// new chains are not referenced yet, rewritten ones are reached by unchanged shared
+    /// rules, and chains to delete stay until `text` removes their last jump. They jump
+    /// to `KUBE-MARK-MASQ`, which must exist (the proxier ensures it).
     pub batches: Vec<String>,
     /// `*filter … COMMIT\n*nat … COMMIT\n`, for `iptables-restore --noflush`: the
     /// whole plan, or with [`batches`](Self::batches) what is left after them (every
@@ -330,13 +332,11 @@ pub fn plan(
 
 /// Writes the own chains of service ports into `*nat` restores of about `max_lines`
 /// lines each, never splitting a port (its SVC chain jumps to its SEP chains, which
-/// must exist in the same transaction or before).
+/// must exist in the same transaction or before). The chains jump to `KUBE-MARK-MASQ`,
+/// which must exist already: the proxier creates it (without touching its rule) before
+/// every full sync, and a partial sync follows a sync that wrote it.
 struct Batches {
     max_lines: usize,
-    /// The head of every batch: `KUBE-MARK-MASQ` declared and written, since per-service
-    /// chains jump to it and it may not exist yet (first sync). Rewriting it in the
-    /// same transaction is atomic, so it never stands empty.
-    head: String,
     done: Vec<String>,
     declare: String,
     rules: String,
@@ -344,19 +344,9 @@ struct Batches {
 }
 
 impl Batches {
-    fn new(max_lines: usize, globals: &GlobalRules) -> Self {
-        let mut head = String::from("*nat\n");
-        line(&mut head, format_args!(":{KUBE_MARK_MASQ} - [0:0]"));
-        for (chain, spec) in globals
-            .nat_head
-            .iter()
-            .filter(|(c, _)| *c == KUBE_MARK_MASQ)
-        {
-            line(&mut head, format_args!("-A {chain} {spec}"));
-        }
+    fn new(max_lines: usize) -> Self {
         Batches {
             max_lines,
-            head,
             done: Vec::new(),
             declare: String::new(),
             rules: String::new(),
@@ -385,9 +375,8 @@ impl Batches {
         if self.lines == 0 {
             return;
         }
-        let mut b =
-            String::with_capacity(self.head.len() + self.declare.len() + self.rules.len() + 8);
-        b.push_str(&self.head);
+        let mut b = String::with_capacity(self.declare.len() + self.rules.len() + 16);
+        b.push_str("*nat\n");
         b.push_str(&std::mem::take(&mut self.declare));
         b.push_str(&std::mem::take(&mut self.rules));
         b.push_str("COMMIT\n");
@@ -401,6 +390,43 @@ impl Batches {
     }
 }
 
+/// Whether a port's own chains may be written in a batch, ahead of the shared chains:
+/// only when, until the final restore, traffic through them behaves either as before
+/// the sync or as after it. That holds for a port whose chains do not exist yet (no
+/// shared rule reaches them), and for one whose shared rules stay exactly as they are
+/// while the fixed rules stay too (its SVC chain repeats its cluster IP and port in the
+/// masquerade rule: rewritten ahead of a changed KUBE-SERVICES rule, it would mix the
+/// two). Anything else is written with the shared chains, in the final restore.
+fn batchable(
+    name: &ServicePortName,
+    rules: &PortRules,
+    prev: Option<&PlanState>,
+    globals: &GlobalRules,
+) -> bool {
+    let Some(prev) = prev else {
+        // No previous state: a fresh host.
+        return true;
+    };
+    match prev.ports.get(name) {
+        Some(old) => {
+            prev.complete && prev.globals == *globals && {
+                let old_top: BTreeSet<&TopRule> = old.top.iter().collect();
+                let new_top: BTreeSet<&TopRule> = rules.top.iter().collect();
+                old_top == new_top
+            }
+        }
+        None => {
+            // A new port, unless chains of its names are on the host (a restart after
+            // iptables-save, or a port that came back): then its shared rules are unknown.
+            let existing = prev.service_chains();
+            !rules
+                .chains
+                .iter()
+                .any(|c| existing.contains(c.name.as_str()))
+        }
+    }
+}
+
 /// Lines of per-service chains (declarations and rules) of `ports`.
 fn chain_lines<'a>(ports: impl Iterator<Item = &'a PortRules>) -> usize {
     ports
@@ -410,10 +436,10 @@ fn chain_lines<'a>(ports: impl Iterator<Item = &'a PortRules>) -> usize {
 }
 
 /// The batch writer when `cfg` asks for batches and `lines` is more than a batch.
-fn batches_for(cfg: &PlanConfig, lines: usize, globals: &GlobalRules) -> Option<Batches> {
+fn batches_for(cfg: &PlanConfig, lines: usize) -> Option<Batches> {
     cfg.restore_batch_lines
         .filter(|&max| lines > max)
-        .map(|max| Batches::new(max.max(1), globals))
+        .map(|max| Batches::new(max.max(1)))
 }
 
 fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
@@ -450,7 +476,20 @@ fn plan_full(
         None => Vec::new(),
     };
 
-    let mut batches = batches_for(cx.cfg, chain_lines(ports.iter().map(|(_, r)| r)), &globals);
+    let ahead: Vec<bool> = ports
+        .iter()
+        .map(|(n, r)| batchable(n, r, prev, &globals))
+        .collect();
+    let mut batches = batches_for(
+        cx.cfg,
+        chain_lines(
+            ports
+                .iter()
+                .zip(&ahead)
+                .filter(|(_, a)| **a)
+                .map(|((_, r), _)| r),
+        ),
+    );
     let mut written = RuleCounts::default();
     let mut out = String::with_capacity(256 + ports.len() * 1024);
     out.push_str("*filter\n");
@@ -489,11 +528,12 @@ fn plan_full(
     ] {
         line(&mut out, format_args!(":{c} - [0:0]"));
     }
-    if batches.is_none() {
-        for (_, r) in &ports {
-            for c in &r.chains {
-                line(&mut out, format_args!(":{} - [0:0]", c.name));
-            }
+    for ((_, r), a) in ports.iter().zip(&ahead) {
+        if batches.is_some() && *a {
+            continue;
+        }
+        for c in &r.chains {
+            line(&mut out, format_args!(":{} - [0:0]", c.name));
         }
     }
     for c in &stale {
@@ -503,12 +543,12 @@ fn plan_full(
         line(&mut out, format_args!("-A {chain} {spec}"));
         written.nat += 1;
     }
-    for (_, r) in &ports {
+    for ((_, r), a) in ports.iter().zip(&ahead) {
         for t in r.top.iter().filter(|t| t.table == Table::Nat) {
             line(&mut out, format_args!("-A {} {}", t.chain, t.spec));
             written.nat += 1;
         }
-        if let Some(b) = &mut batches {
+        if let (Some(b), true) = (&mut batches, *a) {
             written.nat += b.add_port(&r.chains);
             continue;
         }
@@ -574,10 +614,22 @@ fn plan_partial(
         .into_iter()
         .map(|name| (name, map.get(family, name).map(|p| port::port_rules(p, cx))))
         .collect();
+    let ahead: Vec<bool> = rules
+        .iter()
+        .map(|(n, r)| {
+            r.as_ref()
+                .is_some_and(|r| batchable(n, r, Some(prev), globals))
+        })
+        .collect();
     let mut batches = batches_for(
         cx.cfg,
-        chain_lines(rules.iter().filter_map(|(_, r)| r.as_ref())),
-        globals,
+        chain_lines(
+            rules
+                .iter()
+                .zip(&ahead)
+                .filter(|(_, a)| **a)
+                .filter_map(|((_, r), _)| r.as_ref()),
+        ),
     );
 
     let mut declare: Vec<String> = Vec::new();
@@ -591,7 +643,7 @@ fn plan_partial(
     let mut written = RuleCounts::default();
     let mut programmed = 0;
 
-    for (name, new) in rules {
+    for ((name, new), ahead) in rules.into_iter().zip(ahead) {
         let old = prev.ports.get(name);
         let old_top: BTreeSet<&TopRule> = old.map(|o| o.top.iter().collect()).unwrap_or_default();
         let new_top: BTreeSet<&TopRule> = new
@@ -633,7 +685,7 @@ fn plan_partial(
             .iter()
             .flat_map(|n| n.chains.iter().map(|c| c.name.as_str()))
             .collect();
-        if let (Some(n), Some(b)) = (&new, &mut batches) {
+        if let (Some(n), Some(b), true) = (&new, &mut batches, ahead) {
             programmed += 1;
             written.nat += b.add_port(&n.chains);
         } else if let Some(n) = &new {

@@ -400,10 +400,10 @@ impl Batches {
 fn batchable(
     name: &ServicePortName,
     rules: &PortRules,
-    prev: Option<&PlanState>,
+    prev: Option<(&PlanState, &BTreeSet<&str>)>,
     globals: &GlobalRules,
 ) -> bool {
-    let Some(prev) = prev else {
+    let Some((prev, existing)) = prev else {
         // No previous state: a fresh host.
         return true;
     };
@@ -415,16 +415,30 @@ fn batchable(
                 old_top == new_top
             }
         }
-        None => {
-            // A new port, unless chains of its names are on the host (a restart after
-            // iptables-save, or a port that came back): then its shared rules are unknown.
-            let existing = prev.service_chains();
-            !rules
-                .chains
-                .iter()
-                .any(|c| existing.contains(c.name.as_str()))
-        }
+        // A new port, unless chains of its names are on the host (a restart after
+        // iptables-save, or a port that came back): then its shared rules are unknown.
+        None => !rules
+            .chains
+            .iter()
+            .any(|c| existing.contains(c.name.as_str())),
     }
+}
+
+/// Which of `ports` may go ahead in batches (all false when `cfg` asks for none). The
+/// chains on the host are collected once: a full sync asks for every port.
+fn ahead_of_shared<'a>(
+    cfg: &PlanConfig,
+    ports: impl Iterator<Item = (&'a ServicePortName, Option<&'a PortRules>)>,
+    prev: Option<&PlanState>,
+    globals: &GlobalRules,
+) -> Vec<bool> {
+    if cfg.restore_batch_lines.is_none() {
+        return ports.map(|_| false).collect();
+    }
+    let existing = prev.map(PlanState::service_chains).unwrap_or_default();
+    ports
+        .map(|(n, r)| r.is_some_and(|r| batchable(n, r, prev.map(|p| (p, &existing)), globals)))
+        .collect()
 }
 
 /// Lines of per-service chains (declarations and rules) of `ports`.
@@ -476,10 +490,12 @@ fn plan_full(
         None => Vec::new(),
     };
 
-    let ahead: Vec<bool> = ports
-        .iter()
-        .map(|(n, r)| batchable(n, r, prev, &globals))
-        .collect();
+    let ahead = ahead_of_shared(
+        cx.cfg,
+        ports.iter().map(|(n, r)| (*n, Some(r))),
+        prev,
+        &globals,
+    );
     let mut batches = batches_for(
         cx.cfg,
         chain_lines(
@@ -614,13 +630,12 @@ fn plan_partial(
         .into_iter()
         .map(|name| (name, map.get(family, name).map(|p| port::port_rules(p, cx))))
         .collect();
-    let ahead: Vec<bool> = rules
-        .iter()
-        .map(|(n, r)| {
-            r.as_ref()
-                .is_some_and(|r| batchable(n, r, Some(prev), globals))
-        })
-        .collect();
+    let ahead = ahead_of_shared(
+        cx.cfg,
+        rules.iter().map(|(n, r)| (*n, r.as_ref())),
+        Some(prev),
+        globals,
+    );
     let mut batches = batches_for(
         cx.cfg,
         chain_lines(

@@ -340,3 +340,46 @@ endpoints: [{{addresses: [10.1.0.{}]}}]
 }
 
 const NODES_0: &str = kproxy_core::testing::NODES[0];
+
+/// After a restart the previous state comes from `iptables-save` (chain names, no
+/// rules): services whose chains are on the host are written with the shared chains
+/// (their shared rules are unknown), new ones still go ahead in batches.
+#[test]
+fn after_a_restart_existing_services_are_not_batched() {
+    use kproxy_iptables::PlanState;
+    let n = node();
+    let cfg = config(IpFamily::V4, Some(50));
+    let before = build(&kproxy_iptables::synth::snapshot(20, 3));
+    let on_host: Vec<String> = plan(&before, &ChangeSet::full(), &n, &cfg, IpFamily::V4, None)
+        .into_state(None)
+        .service_chains()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let saved = PlanState::from_saved_chains(IpFamily::V4, on_host);
+    let same = plan(
+        &before,
+        &ChangeSet::full(),
+        &n,
+        &cfg,
+        IpFamily::V4,
+        Some(&saved),
+    );
+    assert!(same.batches.is_empty(), "{:?}", same.batches);
+    let grown = build(&kproxy_iptables::synth::snapshot(40, 3));
+    let p = plan(
+        &grown,
+        &ChangeSet::full(),
+        &n,
+        &cfg,
+        IpFamily::V4,
+        Some(&saved),
+    );
+    assert!(p.batches.iter().any(|b| b.contains("bench/svc-39:")));
+    for b in &p.batches {
+        assert!(
+            !b.contains("bench/svc-1:") && !b.contains("bench/svc-19:"),
+            "an existing service went ahead:\n{b}"
+        );
+    }
+}

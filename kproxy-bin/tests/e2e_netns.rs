@@ -349,6 +349,14 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("kproxy.log")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM to kproxy `pid`; it must exit, successfully, within 10 s.
+    fn stop(&mut self, pid: u32) {
+        let status = self
+            .terminate(pid)
+            .unwrap_or_else(|| self.fail("kproxy ignored SIGTERM"));
+        assert!(status.success(), "kproxy exited with {status}");
+    }
+
     /// Sends SIGTERM to a child and waits (at most 10 s) for it to exit.
     fn terminate(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
         must(&["kill", "-TERM", &pid.to_string()]);
@@ -548,10 +556,7 @@ fn iptables_mode_programs_a_node_in_a_network_namespace() {
     );
 
     // SIGTERM: kproxy exits and leaves its rules, so traffic keeps flowing.
-    let status = lab
-        .terminate(pid)
-        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
-    assert!(status.success(), "kproxy exited with {status}");
+    lab.stop(pid);
     let rules = lab.saved_rules();
     assert!(rules.contains(":KUBE-SERVICES"), "{rules}");
     lab.wait_for(
@@ -605,10 +610,7 @@ fn userspace_mode_proxies_a_cluster_ip_in_a_network_namespace() {
         return;
     };
     check_endpoint_change(&lab);
-    let status = lab
-        .terminate(pid)
-        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
-    assert!(status.success(), "kproxy exited with {status}");
+    lab.stop(pid);
     check_cleanup(&lab);
 }
 
@@ -735,10 +737,7 @@ fn iptables_mode_works_with_only_net_admin_and_net_raw_and_listens_only_where_co
         lab.http_get(&format!("{NODE_IP}:10256"), "/healthz")
             .is_none()
     );
-    let status = lab
-        .terminate(pid)
-        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
-    assert!(status.success(), "kproxy exited with {status}");
+    lab.stop(pid);
 
     // --healthz-port 0 disables the healthz server (upstream's deprecated flag; an
     // empty --healthz-bind-address does the same). Metrics cannot be disabled: upstream
@@ -748,10 +747,7 @@ fn iptables_mode_works_with_only_net_admin_and_net_raw_and_listens_only_where_co
     wait_listeners(&lab, &["127.0.0.1:10249"]);
     let log = lab.kproxy_log();
     assert!(log.contains("healthz server disabled"), "{log}");
-    let status = lab
-        .terminate(pid)
-        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
-    assert!(status.success(), "kproxy exited with {status}");
+    lab.stop(pid);
     check_cleanup(&lab);
 }
 
@@ -775,10 +771,7 @@ fn userspace_mode_works_with_only_net_admin_and_net_raw() {
     );
     wait_for_backend_1(&lab);
     check_endpoint_change(&lab);
-    let status = lab
-        .terminate(pid)
-        .unwrap_or_else(|| lab.fail("kproxy ignored SIGTERM"));
-    assert!(status.success(), "kproxy exited with {status}");
+    lab.stop(pid);
     check_cleanup(&lab);
 }
 

@@ -400,10 +400,10 @@ impl Batches {
 fn batchable(
     name: &ServicePortName,
     rules: &PortRules,
-    prev: Option<(&PlanState, &BTreeSet<&str>)>,
+    prev: Option<&PlanState>,
     globals: &GlobalRules,
 ) -> bool {
-    let Some((prev, existing)) = prev else {
+    let Some(prev) = prev else {
         // No previous state: a fresh host.
         return true;
     };
@@ -415,29 +415,26 @@ fn batchable(
                 old_top == new_top
             }
         }
-        // A new port, unless chains of its names are on the host (a restart after
-        // iptables-save, or a port that came back): then its shared rules are unknown.
+        // A new port, unless chains of its names are on the host without an owner (a
+        // restart after iptables-save, a port that came back): then its shared rules are
+        // unknown. Chain names hash the port name, so no other port owns them.
         None => !rules
             .chains
             .iter()
-            .any(|c| existing.contains(c.name.as_str())),
+            .any(|c| prev.leftovers.contains(c.name.as_str())),
     }
 }
 
-/// Which of `ports` may go ahead in batches (all false when `cfg` asks for none). The
-/// chains on the host are collected once: a full sync asks for every port.
+/// Which of `ports` may go ahead in batches (all false when `cfg` asks for none).
 fn ahead_of_shared<'a>(
     cfg: &PlanConfig,
     ports: impl Iterator<Item = (&'a ServicePortName, Option<&'a PortRules>)>,
     prev: Option<&PlanState>,
     globals: &GlobalRules,
 ) -> Vec<bool> {
-    if cfg.restore_batch_lines.is_none() {
-        return ports.map(|_| false).collect();
-    }
-    let existing = prev.map(PlanState::service_chains).unwrap_or_default();
+    let on = cfg.restore_batch_lines.is_some();
     ports
-        .map(|(n, r)| r.is_some_and(|r| batchable(n, r, prev.map(|p| (p, &existing)), globals)))
+        .map(|(n, r)| on && r.is_some_and(|r| batchable(n, r, prev, globals)))
         .collect()
 }
 
